@@ -1,0 +1,43 @@
+# qconvert developer entry points. `make setup` then `make demo`; `make test` for the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
+DEMO_OUT ?= OUT/digits
+
+.PHONY: setup demo test test-all schema bench lint clean
+
+setup:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qconvert needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	# torch first and pinned, so pip takes the local CPU build and never a CUDA one.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/qconvert targets
+
+demo:
+	$(BIN)/qconvert build \
+	  --model samples/digits/model.py:build --weights samples/digits/weights.pt \
+	  --recipe samples/digits/recipe.yaml \
+	  --calib-data samples/digits/calib.npz --eval-data samples/digits/eval.npz \
+	  $$($(BIN)/qconvert targets --available --names | sed 's/^/--target /') \
+	  --out $(DEMO_OUT)
+
+test:
+	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-all:
+	$(BIN)/python -m pytest -q -m "" ; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+schema:
+	$(BIN)/qconvert recipe schema > schemas/recipe.schema.json
+
+bench:
+	$(BIN)/python -m bench
+
+lint:
+	$(BIN)/ruff check qconvert plugins tests
+
+clean:
+	rm -rf OUT .pytest_cache

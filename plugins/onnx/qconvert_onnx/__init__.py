@@ -1,0 +1,55 @@
+"""qconvert target ``onnx``: ONNX QDQ exported from the Q/DQ graph, run in onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.constraints import QuantConstraints
+from qconvert_onnx.options import OnnxOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qconvert.core.quantize import QuantizedModel
+
+__all__ = ["OnnxTarget", "OnnxOptions"]
+
+
+class OnnxTarget(Target):
+    """ONNX QDQ (opset 18) for onnxruntime and any QDQ-aware runtime."""
+
+    name = "onnx"
+    description = "ONNX QDQ model, verified in onnxruntime"
+    Options = OnnxOptions
+    parity_tolerance_lsb = 1.0
+
+    def available(self) -> Availability:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as e:
+            return Availability(False, f"{e.name} is not installed: pip install onnx onnxscript onnxruntime")
+        return Availability(True)
+
+    def runtime_version(self) -> str:
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+
+    def constraints(self, options: TargetOptions) -> QuantConstraints:
+        # opset 18 Q/DQ carries int8/uint8 only; int16 needs opset 21.
+        return QuantConstraints(max_activation_bits=8, max_weight_bits=8)
+
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+        from qconvert_onnx.export import export_qdq
+
+        assert isinstance(options, OnnxOptions)
+        return export_qdq(qmodel, out_dir, options, self.name)
+
+    def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from qconvert_onnx.runtime import run_onnx
+
+        return run_onnx(artifact.path, inputs)

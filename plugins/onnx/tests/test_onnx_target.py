@@ -1,0 +1,120 @@
+"""The onnx target on the digits sample: real onnxruntime runs, independent parity checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from qconvert.core.capture import capture
+from qconvert.core.quantize import calibrate, quantize
+from qconvert.io.model import load_model
+from qconvert.recipe import load_recipe
+from qconvert_onnx import OnnxTarget
+from qconvert_onnx.export import export_onnx_model, weight_dequantize_count
+from qconvert_onnx.options import OnnxOptions
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGITS = ROOT / "samples" / "digits"
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_artifact_runs_at_batch_1_and_64(onnx_build: Path) -> None:
+    sess = _session(onnx_build / "onnx" / "model.onnx")
+    x = np.load(DIGITS / "eval.npz")["x"]
+    for n in (1, 64):
+        (out,) = sess.run(None, {"x": x[:n]})
+        assert out.shape == (n, 10)
+
+
+def test_model_is_checker_clean_qdq_with_dynamic_batch(onnx_build: Path) -> None:
+    model = onnx.load(onnx_build / "onnx" / "model.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    # 5 convs + 1 linear: each has an int8 weight and an int32 bias behind a DequantizeLinear.
+    assert weight_dequantize_count(model) == 12
+    assert ops.count("QuantizeLinear") >= 6
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value
+    int8_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    assert len(int8_weights) == 6
+
+
+def test_accuracy_within_half_a_point_of_float(onnx_build: Path) -> None:
+    report = json.loads((onnx_build / "report.json").read_text())
+    z = np.load(DIGITS / "eval.npz")
+    sess = _session(onnx_build / "onnx" / "model.onnx")
+    (out,) = sess.run(None, {"x": z["x"]})
+    int8_acc = 100.0 * float(np.mean(out.argmax(1) == z["y"]))
+    model = load_model(f"{DIGITS / 'model.py'}:build", str(DIGITS / "weights.pt"))
+    with torch.no_grad():
+        float_acc = 100.0 * float(np.mean(model(torch.from_numpy(z["x"])).argmax(1).numpy() == z["y"]))
+    assert float_acc - int8_acc <= 0.5
+    assert report["targets"]["onnx"]["accuracy"] == pytest.approx(int8_acc)
+    assert report["float"]["accuracy"] == pytest.approx(float_acc)
+
+
+def test_onnxruntime_within_one_output_step_of_simulation_on_every_sample() -> None:
+    recipe = load_recipe(DIGITS / "recipe.yaml")
+    model = load_model(f"{DIGITS / 'model.py'}:build", str(DIGITS / "weights.pt"))
+    calib = torch.from_numpy(np.load(DIGITS / "calib.npz")["x"])
+    x = np.load(DIGITS / "eval.npz")["x"]
+    cap = capture(model, (calib[:2],))
+    qm = quantize(cap, recipe, calibrate(cap, recipe, [(calib[i : i + 64],) for i in range(0, 256, 64)]), target="onnx")
+    proto = export_onnx_model(qm)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"x": x})
+    with torch.no_grad():
+        sim = qm.graph(torch.from_numpy(x)).numpy()
+    (scale,) = qm.output_scales()
+    assert scale is not None
+    steps = np.abs(out - sim) / scale
+    assert steps.max() <= 1.0 + 1e-4
+    # and both are on the output grid: onnxruntime really ran a quantized output
+    assert np.allclose(np.round(out / scale), out / scale, atol=1e-3)
+
+
+def test_reference_evaluator_agrees_with_onnxruntime(onnx_build: Path) -> None:
+    """onnx's own reference evaluator is a second oracle for the exported graph."""
+    from onnx.reference import ReferenceEvaluator
+
+    path = onnx_build / "onnx" / "model.onnx"
+    x = np.load(DIGITS / "eval.npz")["x"][:8]
+    (ref,) = ReferenceEvaluator(str(path)).run(None, {"x": x})
+    (out,) = _session(path).run(None, {"x": x})
+    scale = json.loads((onnx_build / "onnx" / "manifest.json").read_text())["tolerance"]["output_scale"]
+    assert np.abs(ref - out).max() <= scale + 1e-6
+
+
+def test_simplify_keeps_weight_dequantize(tmp_path: Path) -> None:
+    recipe = load_recipe(DIGITS / "recipe.yaml")
+    model = load_model(f"{DIGITS / 'model.py'}:build", str(DIGITS / "weights.pt"))
+    x = torch.from_numpy(np.load(DIGITS / "calib.npz")["x"][:64])
+    cap = capture(model, (x[:2],))
+    qm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)]), target="onnx")
+    art = OnnxTarget().emit(qm, tmp_path, OnnxOptions(simplify=True))
+    simplified = onnx.load(art.path)
+    assert weight_dequantize_count(simplified) == weight_dequantize_count(export_onnx_model(qm)) == 12
+    assert not any(i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4 for i in simplified.graph.initializer)
+
+
+def test_manifest_and_golden_files(onnx_build: Path) -> None:
+    d = onnx_build / "onnx"
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["target"] == "onnx" and m["runtime"].startswith("onnxruntime")
+    assert len(m["recipe_hash"]) == 64 and m["torch_version"].startswith("2.13")
+    assert m["tolerance"]["max_lsb"] == 1.0
+    assert {q["role"] for q in m["quantization"]} == {"activation", "weight"}
+    x = np.load(d / "golden" / "input_x.npy")
+    y = np.load(d / "golden" / "output_output.npy")
+    (out,) = _session(d / "model.onnx").run(None, {"x": x})
+    np.testing.assert_array_equal(out, y)
+    assert (onnx_build / "stats" / "stats.json").is_file()

@@ -1,0 +1,227 @@
+"""The ``qconvert`` command line: the only place that prints or picks exit codes.
+
+Heavy imports (torch, runtimes) happen inside commands so ``qconvert --help``
+stays fast and imports no runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qconvert import __version__
+from qconvert.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, BadInputError, GateFailedError, QConvertError
+
+__all__ = ["main"]
+
+
+def _shape(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in value.replace("x", ",").split(","))
+    except ValueError:
+        raise BadInputError(f"--input-shape '{value}': expected comma-separated integers like 1,3,32,32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise BadInputError(f"--input-shape '{value}': dimensions must be positive")
+    return dims
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    interactive = sys.stderr.isatty() and not os.environ.get("CI")
+
+    def say(msg: str) -> None:
+        if not quiet and interactive:
+            click.echo(f"... {msg}", err=True)
+
+    return say
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Map qconvert errors to one line and an exit code; hide tracebacks unless QCONVERT_DEBUG is set."""
+    try:
+        return fn()
+    except GateFailedError as e:
+        for line in e.failures:
+            click.echo(f"gate failed: {line}", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+    except QConvertError as e:
+        if os.environ.get("QCONVERT_DEBUG"):
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("QCONVERT_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()
+        click.echo(f"internal error: {type(e).__name__}: {msg[0] if msg else ''} (set QCONVERT_DEBUG=1 for the traceback, and please report it)", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _quiet_third_party_logs() -> None:
+    # torchao logs missing GPU kernels at import; torch warns about its own internals.
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "torch.onnx", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qconvert")
+def main() -> None:
+    """Quantize a PyTorch model once and emit verified int8 artifacts for every runtime.
+
+    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a gate or parity check
+    failed, 4 a requested target is unavailable here.
+    """
+    _quiet_third_party_logs()
+
+
+_model_opt = click.option("--model", "model", required=True, help="path/to/file.py:factory, package.module:factory, or file.pt2")
+_weights_opt = click.option("--weights", type=click.Path(path_type=Path), help="State dict for the factory's model (loaded with weights_only=True).")
+_recipe_opt = click.option("--recipe", type=click.Path(path_type=Path), required=True, help="Recipe YAML/JSON.")
+_shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,3,32,32 (the batch stays dynamic).")
+
+
+@main.command()
+@_model_opt
+@_weights_opt
+@_recipe_opt
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Image folder, .npy, or .npz (x, optional y).")
+@click.option("--eval-data", type=click.Path(path_type=Path), help="Held-out data for parity and accuracy (.npz with y for accuracy).")
+@click.option("--target", "targets", multiple=True, required=True, help="Target name; repeat for several (see 'qconvert targets').")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (replaced atomically at the end).")
+@_shape_opt
+@click.option("--stats", type=click.Path(path_type=Path), help="Reuse statistics from 'qconvert calibrate' and skip calibration.")
+@click.option("--quiet", is_flag=True, help="No progress messages.")
+def build(model: str, weights: Path | None, recipe: Path, calib_data: Path | None, eval_data: Path | None,
+          targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool) -> None:
+    """Calibrate, quantize and emit verified artifacts for each --target."""
+
+    def go() -> None:
+        from qconvert.pipeline import BuildRequest, build as run_build
+        from qconvert.targets.registry import TargetRegistry
+        from qconvert.verify.report import summary_table
+
+        req = BuildRequest(model=model, weights=weights, recipe=recipe, calib_data=calib_data, eval_data=eval_data,
+                           out=out, targets=targets, input_shape=_shape(input_shape), stats=stats)
+        result = run_build(req, TargetRegistry(), _progress(quiet))
+        click.echo(summary_table(result.report))
+        click.echo(f"\nwrote {result.out}/ (report.md, report.json, stats/, {', '.join(result.report['targets'])})")
+        if result.gate_failures:
+            raise GateFailedError(list(result.gate_failures))
+
+    _run(go)
+
+
+@main.command()
+@_model_opt
+@_weights_opt
+@_recipe_opt
+@click.option("--calib-data", type=click.Path(path_type=Path), required=True, help="Image folder, .npy, or .npz.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for stats.json and histograms.npz.")
+@_shape_opt
+def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, out: Path, input_shape: str | None) -> None:
+    """Collect calibration statistics once, for reuse with 'build --stats'."""
+
+    def go() -> None:
+        from qconvert.core.quantize import calibrate as run_calibrate
+        from qconvert.pipeline import _torch_batches, prepare_session
+
+        s = prepare_session(model, recipe, calib_data, weights, _shape(input_shape))
+        assert s.calib is not None
+        c = s.recipe.calibration
+        stats = run_calibrate(s.captured, s.recipe, _torch_batches(s.calib, c.batch_size, c.num_samples))
+        stats.save(out)
+        click.echo(f"wrote statistics of {len(stats.tensors)} tensors to {out}/")
+
+    _run(go)
+
+
+@main.command()
+@_model_opt
+@_weights_opt
+@_shape_opt
+@click.option("--recipe", type=click.Path(path_type=Path), help="Recipe, for its input_shape.")
+def layers(model: str, weights: Path | None, input_shape: str | None, recipe: Path | None) -> None:
+    """List module names usable in exclude, no_clip and overrides."""
+
+    def go() -> None:
+        from qconvert.io.model import load_model
+
+        m = load_model(model, str(weights) if weights else None)
+        for name, mod in m.named_modules():
+            if name:
+                click.echo(f"{name}\t{type(mod).__name__}")
+
+    _run(go)
+
+
+@main.command()
+@click.option("--available", "only_available", is_flag=True, help="Only targets whose runtime works here.")
+@click.option("--names", "names_only", is_flag=True, help="Print names only, one per line (for scripts).")
+def targets(only_available: bool, names_only: bool) -> None:
+    """List installed target plugins and whether their runtime works here."""
+
+    def go() -> None:
+        from qconvert.targets.registry import TargetRegistry
+
+        reg = TargetRegistry()
+        if names_only:
+            for name in reg.names():
+                if not only_available or reg.get(name).available().ok:
+                    click.echo(name)
+            return
+        if not reg.names():
+            click.echo("no targets installed (pip install -e plugins/onnx, or see README)")
+        for name in reg.names():
+            try:
+                t = reg.get(name)
+                av = t.available()
+                if only_available and not av.ok:
+                    continue
+                state = "available" if av.ok else f"unavailable: {av.reason}"
+                click.echo(f"{name:10s} {state:12s}  {t.description}  [{reg.origin(name)}]")
+            except QConvertError as e:
+                click.echo(f"{name:10s} broken: {e}")
+
+    _run(go)
+
+
+@main.group()
+def recipe() -> None:
+    """Validate recipes and print their JSON Schema."""
+
+
+@recipe.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+def recipe_validate(file: Path) -> None:
+    """Check a recipe file; exit 2 with file, key path and line if it is wrong."""
+
+    def go() -> None:
+        from qconvert.recipe.load import load_recipe
+
+        load_recipe(file)
+        click.echo(f"{file}: ok")
+
+    _run(go)
+
+
+@recipe.command("schema")
+def recipe_schema() -> None:
+    """Print the recipe JSON Schema (committed as schemas/recipe.schema.json)."""
+    from qconvert.recipe.schema import recipe_json_schema_text
+
+    click.echo(recipe_json_schema_text(), nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Our torchao ``Quantizer``: decides which tensors of the graph are quantized.
+
+Placement follows what integer runtimes fuse: inputs and weights of conv/linear,
+one quantizer after a fused activation (conv-bn-relu is one group), both inputs
+and the output of binary ops, outputs of pools and concatenations; data-movement
+ops share their input's parameters. Schemes come from the ``QuantPolicy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Node
+from torchao.quantization.pt2e.quantizer import (
+    DerivedQuantizationSpec,
+    QuantizationAnnotation,
+    QuantizationSpec,
+    Quantizer,
+    SharedQuantizationSpec,
+)
+
+from qconvert.core.graph import OpKind, is_float_tensor, module_of, op_kind
+from qconvert.core.observer import QObserver
+from qconvert.core.plan import TensorQuant
+from qconvert.core.policy import QuantPolicy
+
+__all__ = ["QConvertQuantizer"]
+
+_ANNOTATION_KEY = "quantization_annotation"
+
+
+class QConvertQuantizer(Quantizer):
+    """Annotates a captured graph per a ``QuantPolicy``; records every decision in ``self.decisions``."""
+
+    def __init__(self, policy: QuantPolicy, quantize_bias: bool = True) -> None:
+        super().__init__()
+        self.policy = policy
+        self.quantize_bias = quantize_bias
+        self.decisions: dict[str, TensorQuant] = {}
+        self._act_qspec: dict[Node, Any] = {}
+
+    def validate(self, model: GraphModule) -> None:
+        return None
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        for node in model.graph.nodes:
+            kind = op_kind(node)
+            if kind == OpKind.OTHER or kind == OpKind.FUSED_ACT:
+                continue
+            if self.policy.excluded(module_of(node)):
+                continue
+            if kind == OpKind.WEIGHTED:
+                self._annotate_weighted(node)
+            elif kind in (OpKind.BINARY, OpKind.MATMUL):
+                self._annotate_multi_input(node, [a for a in node.args[:2]])
+            elif kind == OpKind.CAT:
+                self._annotate_multi_input(node, list(node.args[0]))
+            elif kind == OpKind.POOL:
+                self._annotate_multi_input(node, [node.args[0]])
+            elif kind == OpKind.PASS:
+                self._annotate_passthrough(node)
+        return model
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _qspec_for(self, tensor: Node) -> QuantizationSpec:
+        """One QuantizationSpec object per quantized tensor, so torchao shares its observer."""
+        if tensor not in self._act_qspec:
+            tq = self.policy.activation(tensor.name, module_of(tensor))
+            self.decisions[tq.key] = tq
+            self._act_qspec[tensor] = _spec(tq, self.policy)
+            if tensor.op != "get_attr":
+                self._set(tensor, {}, self._act_qspec[tensor])
+        return self._act_qspec[tensor]
+
+    def _set(self, node: Node, inputs: dict[Node, Any], output: Any) -> None:
+        ann = node.meta.get(_ANNOTATION_KEY) or QuantizationAnnotation()
+        ann.input_qspec_map.update(inputs)
+        if output is not None and ann.output_qspec is None:
+            ann.output_qspec = output
+        ann._annotated = True
+        node.meta[_ANNOTATION_KEY] = ann
+
+    def _output_of_group(self, node: Node) -> Node:
+        """The last node of node + fused activation (relu, relu6/hardtanh)."""
+        users = list(node.users)
+        if len(users) == 1 and op_kind(users[0]) == OpKind.FUSED_ACT and not self.policy.excluded(module_of(users[0])):
+            return users[0]
+        return node
+
+    def _annotate_output(self, node: Node) -> None:
+        out = self._output_of_group(node)
+        if is_float_tensor(out):
+            self._qspec_for(out)
+
+    def _annotate_weighted(self, node: Node) -> None:
+        x, w = node.args[0], node.args[1]
+        if not (is_float_tensor(x) and isinstance(w, Node)):
+            return
+        module = module_of(node)
+        act = self._qspec_for(x)
+        wq = self.policy.weight(f"{module or node.name}.weight", module, ch_axis=0)
+        self.decisions[wq.key] = wq
+        wspec = _spec(wq, self.policy)
+        inputs: dict[Node, Any] = {x: act, w: wspec}
+        bias = node.args[2] if len(node.args) > 2 else None
+        if self.quantize_bias and isinstance(bias, Node):
+            inputs[bias] = _bias_spec(x, w, node, wq)
+        self._set(node, inputs, None)
+        self._annotate_output(node)
+
+    def _annotate_multi_input(self, node: Node, args: list[Any]) -> None:
+        tensors = [a for a in args if isinstance(a, Node)]
+        if not tensors or not all(is_float_tensor(a) and a.op != "get_attr" for a in tensors):
+            return
+        self._set(node, {a: self._qspec_for(a) for a in tensors}, None)
+        self._annotate_output(node)
+
+    def _annotate_passthrough(self, node: Node) -> None:
+        x = node.args[0]
+        if not (isinstance(x, Node) and x in self._act_qspec and is_float_tensor(node)):
+            return
+        self._set(node, {x: self._act_qspec[x]}, SharedQuantizationSpec((x, node)))
+        self._act_qspec[node] = SharedQuantizationSpec((x, node))
+
+
+def _spec(tq: TensorQuant, policy: QuantPolicy) -> QuantizationSpec:
+    probe = QObserver(tq, policy.calib)
+    return QuantizationSpec(
+        dtype=probe.dtype,
+        observer_or_fake_quant_ctr=QObserver.with_args(spec=tq, calib=policy.calib),
+        quant_min=probe.quant_min,
+        quant_max=probe.quant_max,
+        qscheme=probe.qscheme,
+        ch_axis=probe.ch_axis,
+    )
+
+
+def _bias_spec(x: Node, w: Node, node: Node, wq: TensorQuant) -> DerivedQuantizationSpec:
+    """int32 bias with scale = input scale x weight scale, zero point 0."""
+
+    def derive(observers: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        act_scale, _ = observers[0].calculate_qparams()
+        w_scale, _ = observers[1].calculate_qparams()
+        scale = (act_scale * w_scale).float()
+        return scale, torch.zeros_like(scale, dtype=torch.int32)
+
+    per_channel = wq.per_channel
+    return DerivedQuantizationSpec(
+        derived_from=[(x, node), (w, node)],
+        derive_qparams_fn=derive,
+        dtype=torch.int32,
+        quant_min=-(2**31),
+        quant_max=2**31 - 1,
+        qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+        ch_axis=0 if per_channel else None,
+    )

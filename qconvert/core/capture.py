@@ -1,0 +1,93 @@
+"""Capture a model with torch.export, batch dimension dynamic."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import inspect
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch.fx import GraphModule
+
+from qconvert.errors import CaptureError
+
+__all__ = ["Captured", "capture", "forward_input_names"]
+
+
+@dataclass(frozen=True)
+class Captured:
+    """The captured float graph, the template every quantization starts from.
+
+    ``example_inputs`` have batch 2 (torch.export specializes batch 1).
+    """
+
+    graph: GraphModule
+    input_names: tuple[str, ...]
+    example_inputs: tuple[torch.Tensor, ...]
+    fingerprint: str
+
+
+def forward_input_names(model: torch.nn.Module, count: int) -> tuple[str, ...]:
+    try:
+        params = [p for p in inspect.signature(model.forward).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params][:count]
+    if len(names) < count:
+        names += [f"input_{i}" for i in range(len(names), count)]
+    return tuple(names)
+
+
+def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Captured:
+    """Export ``model`` (in eval mode) with a dynamic batch dimension.
+
+    Raises:
+        CaptureError: torch.export cannot capture the model; the message carries
+            the first line of torch's reason and what usually fixes it.
+    """
+    names = forward_input_names(model, len(example_inputs))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    dynamic = tuple({0: batch} for _ in example_inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        ep = _export(model, example_inputs, dynamic)
+    finally:
+        model.train(was_training)
+    gm = ep.module()
+    return Captured(gm, names, example_inputs, _fingerprint(gm, example_inputs))
+
+
+def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...], dynamic: tuple[dict[int, object], ...]) -> torch.export.ExportedProgram:
+    errors: list[str] = []
+    # strict first: it keeps a module used twice (a shared ReLU) apart, which PT2E needs.
+    for strict in (True, False):
+        try:
+            # torch prints the partial graph when export fails; the user gets our one line instead.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                return torch.export.export(model, args, dynamic_shapes=dynamic, strict=strict)
+        except Exception as e:  # torch raises many types here; all mean "cannot capture"
+            errors.append(_first_line(e))
+    raise CaptureError(
+        f"torch.export cannot capture the model: {errors[-1]} "
+        "(remove data-dependent Python control flow or unsupported ops from forward, "
+        "or pass a saved ExportedProgram with --model file.pt2)"
+    )
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _fingerprint(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> str:
+    h = hashlib.sha256()
+    for t in example_inputs:
+        h.update(f"in:{t.dtype}:{tuple(t.shape[1:])};".encode())
+    for n in gm.graph.nodes:
+        h.update(f"{n.op}:{n.name}:{n.target};".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,77 @@
+"""Small helpers to read an exported aten graph: op categories and module names."""
+
+from __future__ import annotations
+
+import torch
+from torch.fx import GraphModule, Node
+
+__all__ = ["module_of", "OpKind", "op_kind", "module_names_of_graph"]
+
+aten = torch.ops.aten
+
+_WEIGHTED = {
+    aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
+    aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding,
+    aten.linear.default,
+}
+_FUSED_ACT = {aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default, aten.relu6.default}
+_BINARY = {aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor}
+_MATMUL = {aten.matmul.default, aten.bmm.default, aten.mm.default}
+_POOL_OWN = {aten.adaptive_avg_pool2d.default, aten.avg_pool2d.default, aten.mean.dim, aten.mean.default}
+_CAT = {aten.cat.default, aten.concat.default}
+_PASS = {
+    aten.max_pool2d.default, aten.flatten.using_ints, aten.view.default, aten.reshape.default,
+    aten.permute.default, aten.transpose.int, aten.squeeze.dim, aten.squeeze.dims,
+    aten.unsqueeze.default, aten.contiguous.default, aten.clone.default, aten.dropout.default,
+    aten.pixel_shuffle.default, aten.upsample_nearest2d.vec,
+}
+
+
+class OpKind:
+    WEIGHTED = "weighted"
+    FUSED_ACT = "fused_act"
+    BINARY = "binary"
+    MATMUL = "matmul"
+    POOL = "pool"
+    CAT = "cat"
+    PASS = "pass"
+    OTHER = "other"
+
+
+def op_kind(node: Node) -> str:
+    if node.op != "call_function":
+        return OpKind.OTHER
+    t = node.target
+    for kind, table in (
+        (OpKind.WEIGHTED, _WEIGHTED), (OpKind.FUSED_ACT, _FUSED_ACT), (OpKind.BINARY, _BINARY),
+        (OpKind.MATMUL, _MATMUL), (OpKind.POOL, _POOL_OWN), (OpKind.CAT, _CAT), (OpKind.PASS, _PASS),
+    ):
+        if t in table:
+            return kind
+    return OpKind.OTHER
+
+
+def module_of(node: Node) -> str:
+    """The fully qualified name of the innermost module that produced ``node``."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path.replace("L['self'].", "").replace("L__self___", "")
+
+
+def module_names_of_graph(gm: GraphModule) -> list[str]:
+    names: set[str] = set()
+    for n in gm.graph.nodes:
+        stack = n.meta.get("nn_module_stack") or {}
+        for path, _ in stack.values():
+            names.add(path.replace("L['self'].", "").replace("L__self___", ""))
+    names.discard("")
+    return sorted(names)
+
+
+def is_float_tensor(node: object) -> bool:
+    if not isinstance(node, Node):
+        return False
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and val.is_floating_point()

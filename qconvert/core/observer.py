@@ -1,0 +1,138 @@
+"""The observer inserted at every quantized tensor: streams statistics, then
+turns them into quantization parameters for the scheme it was built with.
+
+Statistics are independent of the scheme, so one calibration pass serves every
+target; parameters are derived later from a loaded ``TensorStats``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torchao.quantization.pt2e.observer import ObserverBase
+
+from qconvert.core.plan import TensorQuant
+from qconvert.core.ranges import choose_range
+from qconvert.core.scheme import int_range, qparams_from_range
+from qconvert.core.stats import TensorStats, grow_histogram
+from qconvert.recipe.model import CalibrationConfig
+
+__all__ = ["RunningStats", "QObserver"]
+
+_TINY_RANGE = 2.0**-24
+
+
+class RunningStats:
+    """Streaming accumulator behind ``TensorStats``; memory is O(bins), not O(samples)."""
+
+    def __init__(self, key: str, module: str, bins: int, ema_decay: float) -> None:
+        self.key, self.module, self.bins, self.ema_decay = key, module, bins, ema_decay
+        self.min, self.max = math.inf, -math.inf
+        self.sum_batch_min = self.sum_batch_max = 0.0
+        self.ema_min = self.ema_max = 0.0
+        self.batches = self.count = 0
+        self.sum = self.sum_sq = self.sum_abs_dev = 0.0
+        self.hist_range = 0.0
+        self.hist: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        lo_t, hi_t = torch.aminmax(x)
+        lo, hi = float(lo_t), float(hi_t)
+        mean = x.mean()
+        self.sum += float(mean) * x.numel()
+        self.sum_sq += float(torch.square(x).sum())
+        self.sum_abs_dev += float((x - mean).abs().mean())
+        self.count += x.numel()
+        if self.batches == 0:
+            self.ema_min, self.ema_max = lo, hi
+        else:
+            d = self.ema_decay
+            self.ema_min, self.ema_max = d * self.ema_min + (1 - d) * lo, d * self.ema_max + (1 - d) * hi
+        self.batches += 1
+        self.sum_batch_min += lo
+        self.sum_batch_max += hi
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self._update_hist(x, max(abs(lo), abs(hi)))
+
+    def _update_hist(self, x: torch.Tensor, amax: float) -> None:
+        needed = 2.0 ** math.ceil(math.log2(max(amax, _TINY_RANGE)))
+        if self.hist is None:
+            self.hist_range = needed
+            self.hist = torch.zeros(self.bins, dtype=torch.float64)
+        elif needed > self.hist_range:
+            grown = grow_histogram(self.hist.numpy(), self.hist_range, needed)
+            self.hist, self.hist_range = torch.from_numpy(grown), needed
+        r = self.hist_range
+        self.hist += torch.histc(x, bins=self.bins, min=-r, max=r).double()
+
+    def snapshot(self) -> TensorStats:
+        hist = self.hist.numpy().astype(np.int64) if self.hist is not None else np.zeros(self.bins, np.int64)
+        return TensorStats(
+            key=self.key, module=self.module, min=self.min, max=self.max,
+            sum_batch_min=self.sum_batch_min, sum_batch_max=self.sum_batch_max,
+            ema_min=self.ema_min, ema_max=self.ema_max, batches=self.batches, count=self.count,
+            sum=self.sum, sum_sq=self.sum_sq, sum_abs_dev=self.sum_abs_dev,
+            hist_range=self.hist_range, hist=hist,
+        )
+
+
+class QObserver(ObserverBase):
+    """torchao-compatible observer carrying one ``TensorQuant`` decision."""
+
+    def __init__(self, spec: TensorQuant, calib: CalibrationConfig, **kwargs: Any) -> None:
+        rng = int_range(spec.scheme, narrow=spec.role == "weight")
+        super().__init__(dtype=rng.dtype, is_dynamic=False)
+        self.spec, self.calib, self.rng = spec, calib, rng
+        self.quant_min, self.quant_max = rng.qmin, rng.qmax
+        sym = spec.scheme.mode == "sym"
+        if spec.per_channel:
+            self.qscheme = torch.per_channel_symmetric if sym else torch.per_channel_affine
+            self.ch_axis = spec.ch_axis if spec.ch_axis is not None else 0
+        else:
+            self.qscheme = torch.per_tensor_symmetric if sym else torch.per_tensor_affine
+            self.ch_axis = None
+        self.running = RunningStats(spec.key, spec.module, calib.bins, calib.ema_decay)
+        self.loaded: TensorStats | None = None
+        self.weight: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.role == "weight":
+            self.weight = x.detach()
+        elif x.is_floating_point() and x.numel() > 0:
+            self.running.update(x)
+        return x
+
+    def stats(self) -> TensorStats:
+        return self.loaded if self.loaded is not None else self.running.snapshot()
+
+    def load_stats(self, stats: TensorStats) -> None:
+        self.loaded = stats
+
+    def weight_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.weight is None:
+            raise RuntimeError(f"weight observer '{self.spec.key}' never saw its weight")
+        w = self.weight.float()
+        if self.spec.per_channel:
+            flat = w.transpose(0, self.ch_axis).reshape(w.shape[self.ch_axis], -1)
+            return flat.amin(dim=1), flat.amax(dim=1)
+        return w.min().reshape(()), w.max().reshape(())
+
+    @torch.no_grad()
+    def calculate_qparams(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.spec.role == "weight":
+            lo, hi = self.weight_range()
+        else:
+            lo_f, hi_f = choose_range(self.stats(), self.spec, self.calib)
+            lo, hi = torch.tensor(lo_f), torch.tensor(hi_f)
+        scale, zp = qparams_from_range(lo, hi, self.spec.scheme, self.rng)
+        if not self.spec.per_channel:
+            scale, zp = scale.reshape(1), zp.reshape(1)
+        return scale, zp
+
+    def extra_repr(self) -> str:
+        return f"key={self.spec.key}, role={self.spec.role}, scheme={self.spec.scheme}"

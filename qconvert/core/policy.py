@@ -1,0 +1,86 @@
+"""From recipe (and a target's constraints) to one ``TensorQuant`` per tensor."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from qconvert.core.plan import TensorQuant
+from qconvert.errors import ConstraintError, RecipeError, did_you_mean
+from qconvert.recipe.model import CalibrationConfig, LayerOverride, QScheme, Recipe
+from qconvert.targets.constraints import QuantConstraints
+
+__all__ = ["QuantPolicy", "check_layer_names", "matches"]
+
+
+def matches(pattern: str, module: str) -> bool:
+    """Exact name, a glob, or a parent module (pattern 'layer1' covers 'layer1.0.conv1')."""
+    return module == pattern or fnmatch.fnmatchcase(module, pattern) or module.startswith(pattern + ".")
+
+
+def check_layer_names(recipe: Recipe, module_names: Iterable[str]) -> None:
+    """Refuse recipe layer names that match no module of the model."""
+    names = sorted({n for n in module_names if n})
+    fields = [("exclude", p) for p in recipe.exclude] + [("no_clip", p) for p in recipe.no_clip]
+    fields += [(f"overrides[{i}].match", o.match) for i, o in enumerate(recipe.overrides)]
+    for where, pattern in fields:
+        if not any(matches(pattern, n) for n in names):
+            raise RecipeError(
+                f"recipe {where}: '{pattern}' matches no layer of the model{did_you_mean(pattern, names)}; "
+                "run 'qconvert layers' to list the module names"
+            )
+
+
+@dataclass
+class QuantPolicy:
+    """Resolves schemes for one quantization run.
+
+    Precedence of overrides: an exact module-name match, then globs in recipe order.
+    ``constraints`` is None during calibration, which observes every candidate tensor.
+    """
+
+    recipe: Recipe
+    constraints: QuantConstraints | None = None
+    target: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def calib(self) -> CalibrationConfig:
+        return self.recipe.calibration
+
+    def excluded(self, module: str) -> bool:
+        return self.constraints is not None and any(matches(p, module) for p in self.recipe.exclude)
+
+    def _override(self, module: str) -> LayerOverride | None:
+        exact = [o for o in self.recipe.overrides if o.match == module]
+        if exact:
+            return exact[0]
+        return next((o for o in self.recipe.overrides if matches(o.match, module)), None)
+
+    def activation(self, key: str, module: str) -> TensorQuant:
+        o = self._override(module)
+        scheme = (o.activations if o and o.activations else None) or self.recipe.activations
+        method = (o.method if o and o.method else None) or self.recipe.calibration.method
+        if any(matches(p, module) for p in self.recipe.no_clip):
+            method = "minmax"
+        return self._constrain(TensorQuant(key, "activation", module, scheme, method))
+
+    def weight(self, key: str, module: str, ch_axis: int) -> TensorQuant:
+        o = self._override(module)
+        scheme: QScheme = (o.weights if o and o.weights else None) or self.recipe.weights
+        return self._constrain(TensorQuant(key, "weight", module, scheme, "minmax", ch_axis))
+
+    def _constrain(self, tq: TensorQuant) -> TensorQuant:
+        if self.constraints is None:
+            return tq
+        violations = self.constraints.check(tq)
+        for v in violations:
+            where = f"target '{self.target}': layer '{tq.module or '<input>'}' ({tq.role} {tq.key})"
+            if self.recipe.on_unsupported == "error":
+                raise ConstraintError(
+                    f"{where}: {v.rule}; change the recipe, or set 'on_unsupported: adapt' to let qconvert adapt it"
+                )
+            self.warnings.append(f"{where}: {v.rule}; adapted")
+            tq = v.fixed
+        return tq

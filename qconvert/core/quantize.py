@@ -1,0 +1,166 @@
+"""Calibrate once; derive a quantized Q/DQ graph per target from the statistics."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch.fx import GraphModule
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+from qconvert.core.annotate import QConvertQuantizer
+from qconvert.core.capture import Captured
+from qconvert.core.observer import QObserver
+from qconvert.core.plan import TensorQuant
+from qconvert.core.policy import QuantPolicy
+from qconvert.core.stats import StatsSet
+from qconvert.errors import StatsError
+from qconvert.recipe.model import Recipe
+from qconvert.targets.constraints import QuantConstraints
+
+__all__ = ["QuantizedModel", "calibrate", "quantize", "QParamSummary"]
+
+
+@dataclass(frozen=True)
+class QParamSummary:
+    key: str
+    role: str
+    module: str
+    bits: int
+    mode: str
+    granularity: str
+    power_of_two: bool
+    method: str
+    scale_min: float
+    scale_max: float
+    zero_point: int | None
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """The single source of truth: a PT2E Q/DQ graph plus the decisions behind it.
+
+    ``graph`` runs in plain torch and is the simulation every artifact is compared with.
+    """
+
+    graph: GraphModule
+    captured: Captured
+    recipe: Recipe
+    target: str
+    decisions: dict[str, TensorQuant]
+    qparams: tuple[QParamSummary, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.captured.input_names
+
+    @property
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return self.captured.example_inputs
+
+    def output_scales(self) -> list[float | None]:
+        """Scale of each graph output's final dequantize, None where an output is float."""
+        out_node = next(n for n in self.graph.graph.nodes if n.op == "output")
+        outs = out_node.args[0]
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        scales: list[float | None] = []
+        for o in outs:
+            if getattr(o, "target", None) == torch.ops.quantized_decomposed.dequantize_per_tensor.default:
+                scales.append(float(o.args[1]))
+            else:
+                scales.append(None)
+        return scales
+
+
+def _observers(gm: GraphModule) -> list[QObserver]:
+    seen: dict[int, QObserver] = {}
+    for m in gm.modules():
+        if isinstance(m, QObserver):
+            seen.setdefault(id(m), m)
+    return list(seen.values())
+
+
+def _prepare(captured: Captured, policy: QuantPolicy) -> tuple[GraphModule, QConvertQuantizer]:
+    quantizer = QConvertQuantizer(policy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_pt2e(copy.deepcopy(captured.graph), quantizer)
+    return prepared, quantizer
+
+
+@torch.no_grad()
+def calibrate(captured: Captured, recipe: Recipe, batches: Iterable[tuple[torch.Tensor, ...]]) -> StatsSet:
+    """One pass over the data; statistics for every tensor any target may quantize."""
+    prepared, _ = _prepare(captured, QuantPolicy(recipe))
+    for batch in batches:
+        prepared(*batch)
+    stats = {o.spec.key: o.running.snapshot() for o in _observers(prepared) if o.spec.role == "activation"}
+    return StatsSet(captured.fingerprint, stats)
+
+
+def _feed_weights(prepared: GraphModule) -> None:
+    modules = dict(prepared.named_modules())
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), QObserver):
+            continue
+        obs = modules[node.target]
+        src = node.args[0]
+        if obs.spec.role == "weight" and getattr(src, "op", None) == "get_attr":
+            obs(_get_attr(prepared, src.target))
+
+
+def _get_attr(gm: GraphModule, target: str) -> torch.Tensor:
+    obj: object = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    assert isinstance(obj, torch.Tensor)
+    return obj
+
+
+@torch.no_grad()
+def quantize(
+    captured: Captured,
+    recipe: Recipe,
+    stats: StatsSet,
+    constraints: QuantConstraints | None = None,
+    target: str = "",
+) -> QuantizedModel:
+    """Build the Q/DQ graph for one target from calibration statistics, without data."""
+    if stats.fingerprint != captured.fingerprint:
+        raise StatsError(
+            f"statistics were collected on another model or input shape (fingerprint {stats.fingerprint}, "
+            f"this model {captured.fingerprint}); re-run 'qconvert calibrate' for this model"
+        )
+    policy = QuantPolicy(recipe, constraints or QuantConstraints(), target)
+    prepared, quantizer = _prepare(captured, policy)
+    observers = _observers(prepared)
+    for obs in observers:
+        if obs.spec.role == "activation":
+            if obs.spec.key not in stats.tensors:
+                raise StatsError(f"statistics have no entry for tensor '{obs.spec.key}'; re-run 'qconvert calibrate'")
+            obs.load_stats(stats.tensors[obs.spec.key])
+    _feed_weights(prepared)
+    summaries = tuple(_summary(o) for o in observers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = convert_pt2e(prepared, fold_quantize=True)
+    return QuantizedModel(
+        graph=converted, captured=captured, recipe=recipe, target=target,
+        decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),
+    )
+
+
+def _summary(o: QObserver) -> QParamSummary:
+    scale, zp = o.calculate_qparams()
+    s = o.spec.scheme
+    return QParamSummary(
+        key=o.spec.key, role=o.spec.role, module=o.spec.module, bits=s.bits, mode=s.mode,
+        granularity="per_channel" if o.spec.per_channel else "per_tensor", power_of_two=s.power_of_two,
+        method=o.spec.method if o.spec.role == "activation" else "minmax",
+        scale_min=float(scale.min()), scale_max=float(scale.max()),
+        zero_point=int(zp.flatten()[0]) if zp.numel() == 1 else None,
+    )

@@ -1,0 +1,147 @@
+"""Streaming calibration/evaluation data: .npy, .npz and image folders.
+
+Arrays are memory-mapped where the format allows and read batch by batch, so
+memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qconvert.errors import DataError
+from qconvert.recipe.model import Preprocess
+
+__all__ = ["Dataset", "Batch", "open_dataset", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+LABEL_KEYS = ("y", "labels", "label")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: model inputs in forward-parameter order, and labels if known."""
+
+    inputs: tuple[np.ndarray, ...]
+    labels: np.ndarray | None
+
+
+class Dataset:
+    """A sized, re-iterable source of batches for a model with named inputs."""
+
+    def __init__(self, path: Path, arrays: dict[str, np.ndarray] | None, images: list[Path] | None,
+                 labels: np.ndarray | None, preprocess: Preprocess | None, input_names: tuple[str, ...]) -> None:
+        self.path, self._arrays, self._images = path, arrays, images
+        self.labels, self._preprocess, self.input_names = labels, preprocess, input_names
+        self.size = len(images) if images is not None else len(next(iter(arrays.values())))  # type: ignore[union-attr]
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+        n = self.size if limit is None else min(limit, self.size)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            labels = None if self.labels is None else np.asarray(self.labels[start:stop])
+            if self._images is not None:
+                inputs: tuple[np.ndarray, ...] = (self._load_images(self._images[start:stop]),)
+            else:
+                assert self._arrays is not None
+                inputs = tuple(np.ascontiguousarray(self._arrays[k][start:stop]) for k in self.input_names)
+            yield Batch(tuple(_as_model_dtype(a) for a in inputs), labels)
+
+    def _load_images(self, files: list[Path]) -> np.ndarray:
+        from PIL import Image
+
+        pp = self._preprocess
+        assert pp is not None
+        out = []
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L" if pp.channel_order == "gray" else "RGB").resize((pp.size[1], pp.size[0]))
+                    a = np.asarray(im, dtype=np.float32)
+            except OSError as e:
+                raise DataError(f"{f}: cannot read image ({e}); remove or replace the file") from e
+            a = a[:, :, None] if a.ndim == 2 else a
+            if pp.channel_order == "bgr":
+                a = a[:, :, ::-1]
+            a = (a * pp.scale - np.asarray(pp.mean, np.float32)) / np.asarray(pp.std, np.float32)
+            out.append(a.transpose(2, 0, 1))
+        return np.stack(out).astype(np.float32)
+
+
+def _as_model_dtype(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.float64 or a.dtype == np.float16:
+        return a.astype(np.float32)
+    return a
+
+
+def open_dataset(path: str | Path, input_names: tuple[str, ...], preprocess: Preprocess | None) -> Dataset:
+    """Open a data source for a model whose forward takes ``input_names``.
+
+    Raises:
+        DataError: the path is missing or the content does not fit the model.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data not found: {path} (give a folder of images, a .npy, or a .npz with 'x' and optional 'y')")
+    if path.is_dir():
+        return _open_images(path, input_names, preprocess)
+    if path.suffix == ".npy":
+        try:
+            x = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: not a readable .npy file ({e})") from e
+        if len(input_names) != 1:
+            raise DataError(f"{path}: the model takes {len(input_names)} inputs {list(input_names)}; use a .npz keyed by those names")
+        return Dataset(path, {input_names[0]: x}, None, None, preprocess, input_names)
+    if path.suffix == ".npz":
+        return _open_npz(path, input_names, preprocess)
+    raise DataError(f"{path}: unsupported data format '{path.suffix}' (use a folder of images, .npy or .npz)")
+
+
+def _open_npz(path: Path, input_names: tuple[str, ...], preprocess: Preprocess | None) -> Dataset:
+    try:
+        z = np.load(path, mmap_mode="r")
+        keys = list(z.keys())
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    arrays: dict[str, np.ndarray] = {}
+    if len(input_names) == 1 and "x" in keys:
+        arrays[input_names[0]] = z["x"]
+    else:
+        missing = [n for n in input_names if n not in keys]
+        if missing:
+            raise DataError(
+                f"{path}: no array for model input(s) {missing}; the file has {keys}. "
+                f"Name arrays after the forward parameters {list(input_names)} (or 'x' for a single input)"
+            )
+        arrays = {n: z[n] for n in input_names}
+    sizes = {n: len(a) for n, a in arrays.items()}
+    if len(set(sizes.values())) != 1:
+        raise DataError(f"{path}: inputs have different numbers of samples {sizes}")
+    labels = next((z[k] for k in LABEL_KEYS if k in keys), None)
+    n = next(iter(sizes.values()))
+    if labels is not None and len(labels) != n:
+        raise DataError(f"{path}: {len(labels)} labels for {n} samples")
+    if n == 0:
+        raise DataError(f"{path}: contains no samples")
+    return Dataset(path, arrays, None, labels, preprocess, input_names)
+
+
+def _open_images(path: Path, input_names: tuple[str, ...], preprocess: Preprocess | None) -> Dataset:
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+    if preprocess is None:
+        raise DataError(f"{path}: image folders need a 'preprocess' section in the recipe (size, mean, std, channel_order)")
+    if len(input_names) != 1:
+        raise DataError(f"{path}: image folders feed single-input models; this model takes {list(input_names)}")
+    classes = sorted({f.parent.name for f in files})
+    labels = None
+    if len(classes) > 1 and all(f.parent.parent == path for f in files):
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.asarray([index[f.parent.name] for f in files], dtype=np.int64)
+    return Dataset(path, None, files, labels, preprocess, input_names)

@@ -1,0 +1,306 @@
+"""The build: recipe -> capture -> calibrate once -> per target quantize, emit, verify.
+
+Everything is written to a temporary directory next to OUT and moved into place
+at the end, so a failed build never leaves a half-written OUT behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import qconvert
+from qconvert.core.capture import Captured, capture, forward_input_names
+from qconvert.core.graph import module_names_of_graph
+from qconvert.core.policy import check_layer_names
+from qconvert.core.quantize import QuantizedModel, calibrate, quantize
+from qconvert.core.stats import StatsSet
+from qconvert.errors import DataError, TargetUnavailableError
+from qconvert.io.data import Dataset, open_dataset
+from qconvert.io.model import load_model
+from qconvert.recipe.load import load_recipe, recipe_hash
+from qconvert.recipe.model import Recipe
+from qconvert.targets.base import Artifact, Target, TargetOptions
+from qconvert.targets.registry import TargetRegistry
+from qconvert.verify.gates import check_gates
+from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
+from qconvert.verify.report import write_reports
+
+__all__ = ["BuildRequest", "BuildResult", "build", "prepare_session", "Session"]
+
+GOLDEN_SAMPLES = 8
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    model: str
+    recipe: Path
+    calib_data: Path | None
+    out: Path
+    targets: tuple[str, ...]
+    weights: Path | None = None
+    eval_data: Path | None = None
+    input_shape: tuple[int, ...] | None = None
+    stats: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    report: dict[str, Any]
+    gate_failures: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every command needs before quantizing: recipe, model, data, capture."""
+
+    recipe: Recipe
+    recipe_path: Path
+    model: torch.nn.Module
+    captured: Captured
+    calib: Dataset | None
+
+
+def _names_for(model: torch.nn.Module, data_path: Path | None) -> tuple[str, ...]:
+    names = forward_input_names(model, 16)
+    if data_path is not None and data_path.suffix == ".npz" and data_path.is_file():
+        try:
+            with np.load(data_path) as z:
+                keys = set(z.keys())
+        except Exception:  # the data loader reports unreadable files with a proper message
+            keys = set()
+        present = tuple(n for n in names if n in keys)
+        if present:
+            return present
+    return names[:1]
+
+
+def prepare_session(model_ref: str, recipe_path: Path, calib_data: Path | None, weights: Path | None,
+                    input_shape: tuple[int, ...] | None, data_for_shape: Path | None = None) -> Session:
+    recipe = load_recipe(recipe_path)
+    model = load_model(model_ref, str(weights) if weights else None)
+    shape_source = calib_data or data_for_shape
+    names = _names_for(model, shape_source)
+    calib = open_dataset(calib_data, names, recipe.preprocess) if calib_data else None
+    example = _example_inputs(recipe, input_shape, calib if calib else (open_dataset(data_for_shape, names, recipe.preprocess) if data_for_shape else None), names)
+    _check_fits(model, example)
+    captured = capture(model, example)
+    check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
+    return Session(recipe, recipe_path, model, captured, calib)
+
+
+def _example_inputs(recipe: Recipe, input_shape: tuple[int, ...] | None, data: Dataset | None, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    shape = input_shape or recipe.input_shape
+    if data is not None:
+        first = next(data.batches(2, limit=2)).inputs
+        if shape is not None and tuple(first[0].shape[1:]) != tuple(shape[1:]):
+            raise DataError(
+                f"{data.path}: samples have shape {tuple(first[0].shape[1:])} but the input shape is {tuple(shape[1:])} "
+                "(batch excluded); fix --input-shape / recipe input_shape or the data"
+            )
+        ex = tuple(torch.from_numpy(np.array(a)) for a in first)
+        if ex[0].shape[0] < 2:
+            ex = tuple(torch.cat([t, t]) for t in ex)
+        return ex
+    if shape is None:
+        raise DataError("no input shape: pass --input-shape N,C,H,W, set input_shape in the recipe, or give data")
+    return (torch.randn(2, *shape[1:]),)
+
+
+def _check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> None:
+    try:
+        with torch.no_grad():
+            model(*example)
+    except Exception as e:
+        shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}".replace("torch.", "") for t in example)
+        raise DataError(f"the model cannot run on inputs of shape {shapes}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def _torch_batches(data: Dataset, batch_size: int, limit: int | None) -> Iterator[tuple[torch.Tensor, ...]]:
+    for b in data.batches(batch_size, limit):
+        yield tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
+
+
+def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lambda _: None) -> BuildResult:
+    """Run a whole build; raises ``GateFailedError`` after OUT is written when a gate fails."""
+    targets = _resolve_targets(req, registry)
+    session = prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
+    recipe = session.recipe
+    options = {t.name: t.parse_options(recipe.targets.get(t.name), str(req.recipe)) for t in targets}
+    eval_data = open_dataset(req.eval_data, session.captured.input_names, recipe.preprocess) if req.eval_data else session.calib
+    if session.calib is None and req.stats is None:
+        raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
+    if eval_data is None:
+        raise DataError("no data to verify on: pass --eval-data")
+
+    req.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.tmp-", dir=req.out.parent))
+    try:
+        stats = _stats(session, req, progress)
+        stats.save(tmp / "stats")
+        float_acc = _float_accuracy(session.model, eval_data, recipe)
+        report: dict[str, Any] = _report_header(req, session, stats, float_acc, eval_data)
+        for t in targets:
+            progress(f"{t.name}: quantize, emit, verify")
+            report["targets"][t.name] = _build_target(t, options[t.name], session, stats, eval_data, tmp)
+        failures = check_gates(recipe, report)
+        report["gates"] = {"passed": not failures, "failures": failures}
+        write_reports(tmp, report)
+        _move_into_place(tmp, req.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(req.out, report, tuple(failures))
+
+
+def _resolve_targets(req: BuildRequest, registry: TargetRegistry) -> list[Target]:
+    targets = [registry.get(n) for n in dict.fromkeys(req.targets)]
+    for t in targets:
+        av = t.available()
+        if not av.ok:
+            raise TargetUnavailableError(f"target '{t.name}' is unavailable here: {av.reason}")
+    return targets
+
+
+def _stats(session: Session, req: BuildRequest, progress: Progress) -> StatsSet:
+    if req.stats is not None:
+        progress(f"statistics from {req.stats}")
+        return StatsSet.load(req.stats)
+    assert session.calib is not None
+    c = session.recipe.calibration
+    progress(f"calibrate on {min(c.num_samples, session.calib.size)} samples")
+    return calibrate(session.captured, session.recipe, _torch_batches(session.calib, c.batch_size, c.num_samples))
+
+
+def _float_accuracy(model: torch.nn.Module, data: Dataset, recipe: Recipe) -> float | None:
+    if data.labels is None:
+        return None
+    acc = AccuracyAccumulator()
+    with torch.no_grad():
+        for b in data.batches(recipe.calibration.batch_size):
+            out = model(*(torch.from_numpy(np.array(a)) for a in b.inputs))
+            acc.update(_first(out).numpy(), b.labels)  # type: ignore[arg-type]
+    return acc.result()
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_acc: float | None, eval_data: Dataset) -> dict[str, Any]:
+    r = session.recipe
+    return {
+        "qconvert_version": qconvert.__version__,
+        "torch_version": torch.__version__,
+        "model": req.model,
+        "recipe": str(req.recipe),
+        "recipe_hash": recipe_hash(r),
+        "inputs": {n: list(t.shape[1:]) for n, t in zip(session.captured.input_names, session.captured.example_inputs)},
+        "calibration": {
+            "ranges": "from stats file" if req.stats else "calibrated",
+            "stats": str(req.stats) if req.stats else "stats/",
+            "method": r.calibration.method,
+            "samples": min(r.calibration.num_samples, session.calib.size) if session.calib else None,
+            "tensors": len(stats.tensors),
+        },
+        "eval": {"data": str(eval_data.path), "samples": eval_data.size, "held_out": req.eval_data is not None, "labelled": eval_data.labels is not None},
+        "float": {"accuracy": float_acc},
+        "targets": {},
+    }
+
+
+def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path) -> dict[str, Any]:
+    qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name)
+    out_dir = tmp / target.name
+    out_dir.mkdir()
+    artifact = target.emit(qmodel, out_dir, options)
+    entry: dict[str, Any] = {
+        "artifact": str(Path(target.name) / artifact.main_file),
+        "runtime": target.runtime_version(),
+        "executed": artifact.runnable,
+        "notes": list(artifact.notes) + list(qmodel.warnings),
+        "tolerance_lsb": target.parity_tolerance_lsb,
+        "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
+    }
+    if artifact.runnable:
+        entry.update(_verify(target, artifact, qmodel, session.model, data))
+        _write_golden(target, artifact, data)
+    _write_manifest(target, artifact, qmodel, entry, options)
+    return entry
+
+
+def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, model: torch.nn.Module, data: Dataset) -> dict[str, Any]:
+    scales = qmodel.output_scales()
+    vs_sim = CompareAccumulator(lsb=scales[0])
+    vs_float = CompareAccumulator()
+    acc = AccuracyAccumulator()
+    sim_acc = AccuracyAccumulator()
+    with torch.no_grad():
+        for b in data.batches(qmodel.recipe.calibration.batch_size):
+            tensors = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
+            ref = _first(model(*tensors)).numpy()
+            sim = _first(qmodel.graph(*tensors)).numpy()
+            out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))[0]
+            vs_sim.update(sim, out)
+            vs_float.update(ref, out)
+            if b.labels is not None:
+                acc.update(out, b.labels)
+                sim_acc.update(sim, b.labels)
+    return {
+        "accuracy": acc.result(),
+        "simulation_accuracy": sim_acc.result(),
+        "output_scale": scales[0],
+        "vs_simulation": vs_sim.result().to_json(),
+        "vs_float": vs_float.result().to_json(),
+    }
+
+
+def _write_golden(target: Target, artifact: Artifact, data: Dataset) -> None:
+    golden = artifact.directory / "golden"
+    golden.mkdir()
+    b = next(data.batches(GOLDEN_SAMPLES, limit=GOLDEN_SAMPLES))
+    inputs = dict(zip(artifact.input_names, b.inputs))
+    for name, a in inputs.items():
+        np.save(golden / f"input_{name}.npy", a)
+    for name, o in zip(artifact.output_names, target.run(artifact, inputs)):
+        np.save(golden / f"output_{name}.npy", o)
+
+
+def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: dict[str, Any], options: TargetOptions) -> None:
+    from dataclasses import asdict
+
+    manifest = {
+        "qconvert_version": qconvert.__version__,
+        "torch_version": torch.__version__,
+        "target": target.name,
+        "runtime": entry["runtime"],
+        "recipe": qmodel.recipe.model_dump(mode="json"),
+        "recipe_hash": recipe_hash(qmodel.recipe),
+        "target_options": options.model_dump(mode="json"),
+        "artifact": artifact.to_json(),
+        "tolerance": {"max_lsb": target.parity_tolerance_lsb, "output_scale": qmodel.output_scales()[0]},
+        "parity": {k: entry.get(k) for k in ("vs_simulation", "vs_float", "accuracy", "simulation_accuracy")},
+        "quantization": [asdict(q) for q in qmodel.qparams],
+    }
+    (artifact.directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

@@ -1,0 +1,86 @@
+"""Read a recipe from YAML or JSON, with errors that name file, key path and line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from qconvert.errors import RecipeError
+from qconvert.recipe.model import Recipe
+
+__all__ = ["load_recipe", "recipe_hash", "recipe_from_text"]
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file.
+
+    Raises:
+        RecipeError: the file is missing, is not YAML/JSON, or does not validate;
+            the message names the file, the key path and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path} (pass an existing .yaml or .json file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read recipe: {e}") from e
+    return recipe_from_text(text, source=str(path))
+
+
+def recipe_from_text(text: str, source: str = "<recipe>") -> Recipe:
+    """Parse and validate recipe text (YAML, of which JSON is a subset)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{source}{where}: not valid YAML: {problem}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        key_path = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f":{line}" if line else ""
+        extra = f" ({len(e.errors()) - 1} more error(s))" if len(e.errors()) > 1 else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against 'qconvert recipe schema')"
+        raise RecipeError(f"{source}{where}: {key_path}: {msg}{extra}") from e
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[object, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            key = next((k for k, _ in node.value if k.value == str(part)), None)
+            if key is None:
+                break
+            line = key.start_mark.line + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """A stable hash of the validated recipe (defaults included), for manifests."""
+    canonical = json.dumps(recipe.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,139 @@
+"""The recipe: a typed, immutable description of how to quantize a model.
+
+Every field carries a description because the JSON Schema in
+``schemas/recipe.schema.json`` is generated from these models and is what
+editors and reviewers read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "RECIPE_VERSION",
+    "Mode",
+    "Granularity",
+    "RangeMethod",
+    "QScheme",
+    "CalibrationConfig",
+    "LayerOverride",
+    "Preprocess",
+    "Gates",
+    "Recipe",
+]
+
+RECIPE_VERSION = 1
+
+Mode = Literal["sym", "asym_u", "asym_s"]
+Granularity = Literal["per_tensor", "per_channel"]
+RangeMethod = Literal[
+    "minmax", "avg", "ema", "n_std", "aciq_gauss", "aciq_laplace", "percentile", "entropy", "mse"
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QScheme(_Frozen):
+    """How one kind of tensor (weights or activations) is represented in integers."""
+
+    bits: int = Field(8, ge=2, le=16, description="Integer bit width, 2-16. Below 8 bits is simulated inside int8 storage; above 8 uses int16.")
+    mode: Mode = Field(
+        "sym",
+        description="sym: zero point 0, signed range; asym_u: unsigned range with a zero point; asym_s: signed range with a zero point.",
+    )
+    granularity: Granularity = Field(
+        "per_tensor", description="per_channel applies to weights only (output-channel axis); activations are always per tensor."
+    )
+    power_of_two: bool = Field(False, description="Round scales up to a power of two (TIDL-style shift requantization).")
+
+
+class CalibrationConfig(_Frozen):
+    """How activation ranges are collected and chosen."""
+
+    method: RangeMethod = Field("minmax", description="Range method for activations.")
+    num_samples: int = Field(256, ge=1, description="Maximum number of calibration samples read from --calib-data.")
+    batch_size: int = Field(32, ge=1, description="Batch size used for calibration and evaluation passes.")
+    percentile: float = Field(99.99, gt=0.0, le=100.0, description="Percentile kept by method 'percentile'.")
+    n_std: float = Field(3.0, gt=0.0, description="Multiplier k for method 'n_std' (mean +- k*std).")
+    ema_decay: float = Field(0.9, gt=0.0, lt=1.0, description="Decay of the moving average for method 'ema'.")
+    bins: int = Field(4096, ge=256, le=65536, multiple_of=4, description="Histogram bins over the symmetric range [-R, R].")
+
+
+class LayerOverride(_Frozen):
+    """Per-layer settings; the first override whose pattern matches a module name wins.
+
+    Precedence: an exact module name beats a glob; among globs, earlier entries win.
+    """
+
+    match: str = Field(..., min_length=1, description="Module name or glob (fnmatch) on module names, e.g. 'layer1.*.conv1'.")
+    weights: QScheme | None = Field(None, description="Weight scheme for the matched layers.")
+    activations: QScheme | None = Field(None, description="Activation scheme for the matched layers' outputs.")
+    method: RangeMethod | None = Field(None, description="Range method for the matched layers' outputs.")
+
+
+class Preprocess(_Frozen):
+    """How image files in a folder become model inputs (NCHW float32)."""
+
+    size: tuple[int, int] = Field(..., description="Resize to (height, width).")
+    mean: tuple[float, ...] = Field((0.0, 0.0, 0.0), description="Per-channel mean subtracted after scaling.")
+    std: tuple[float, ...] = Field((1.0, 1.0, 1.0), description="Per-channel std divided by after mean subtraction.")
+    scale: float = Field(1.0 / 255.0, gt=0.0, description="Multiplier applied to raw 0-255 pixel values first.")
+    channel_order: Literal["rgb", "bgr", "gray"] = Field("rgb", description="Channel order of the model input.")
+
+    @model_validator(mode="after")
+    def _channels_agree(self) -> Preprocess:
+        channels = 1 if self.channel_order == "gray" else 3
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean and std need {channels} values for channel_order '{self.channel_order}'")
+        if any(s == 0 for s in self.std):
+            raise ValueError("std values must be non-zero")
+        return self
+
+
+class Gates(_Frozen):
+    """Limits a build must meet; checked against each artifact run in its own runtime."""
+
+    max_accuracy_drop: float | None = Field(None, ge=0.0, description="Largest allowed float-minus-int8 accuracy drop, percentage points.")
+    min_sqnr_db: float | None = Field(None, description="Smallest allowed SQNR of the artifact vs the float model, dB.")
+    min_top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="Smallest allowed fraction of samples whose top-1 class matches float.")
+    max_parity_lsb: float | None = Field(
+        None, ge=0.0, description="Largest allowed artifact-vs-simulation error in output quantization steps; default: the target's declared tolerance."
+    )
+
+
+class Recipe(_Frozen):
+    """A complete quantization recipe, checked into the model's repository."""
+
+    version: Literal[1] = Field(RECIPE_VERSION, description="Recipe format version.")
+    input_shape: tuple[int, ...] | None = Field(
+        None, description="Model input shape including the batch dimension (any value; the batch stays dynamic). Overridden by --input-shape."
+    )
+    weights: QScheme = Field(
+        QScheme(bits=8, mode="sym", granularity="per_channel"), description="Default weight scheme."
+    )
+    activations: QScheme = Field(
+        QScheme(bits=8, mode="asym_u", granularity="per_tensor"), description="Default activation scheme."
+    )
+    calibration: CalibrationConfig = Field(CalibrationConfig(), description="Calibration settings.")
+    exclude: tuple[str, ...] = Field((), description="Module names or globs kept in float.")
+    no_clip: tuple[str, ...] = Field((), description="Module names or globs whose output ranges always use min/max (e.g. the logits layer).")
+    overrides: tuple[LayerOverride, ...] = Field((), description="Per-layer settings, matched on module names.")
+    preprocess: Preprocess | None = Field(None, description="Preprocessing for image-folder data.")
+    targets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-target options, keyed by target name; each target validates its own section."
+    )
+    on_unsupported: Literal["error", "adapt"] = Field(
+        "error", description="When a target cannot represent a requested scheme: refuse the build, or adapt the scheme with a warning."
+    )
+    gates: Gates = Field(Gates(), description="Gates applied to every target.")
+    target_gates: dict[str, Gates] = Field(default_factory=dict, description="Gates for one target, replacing the global ones field by field.")
+
+    @model_validator(mode="after")
+    def _activations_per_tensor(self) -> Recipe:
+        if self.activations.granularity != "per_tensor":
+            raise ValueError("activations.granularity must be per_tensor (per-channel activations are not supported by the runtimes)")
+        return self

@@ -1,0 +1,114 @@
+"""The target interface every plugin implements.
+
+A target declares what it can represent (``constraints``), turns the core's
+quantized model into runtime files (``emit``), and runs those files in its own
+runtime (``run``). ``run`` must not need torch, so ``qconvert verify`` works on
+a board that has only the runtime and numpy.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from qconvert.errors import RecipeError
+from qconvert.targets.constraints import QuantConstraints
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qconvert.core.quantize import QuantizedModel
+
+__all__ = ["Availability", "Artifact", "Target", "NoOptions", "TargetOptions"]
+
+
+class TargetOptions(BaseModel):
+    """Base for a target's own options: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(TargetOptions):
+    """For targets without options."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a target's runtime works here, and if not, how to get it."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What ``emit`` wrote. ``runnable`` is False when the runtime cannot execute it
+    here (e.g. a TensorRT engine on a machine without a GPU); ``notes`` say why."""
+
+    target: str
+    directory: Path
+    main_file: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    runnable: bool = True
+    notes: tuple[str, ...] = field(default=())
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.main_file
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["directory"] = "."
+        return d
+
+    @classmethod
+    def from_manifest(cls, directory: Path) -> Artifact:
+        data = json.loads((directory / "manifest.json").read_text())["artifact"]
+        data["directory"] = directory
+        for k in ("input_names", "output_names", "notes"):
+            data[k] = tuple(data[k])
+        return cls(**data)
+
+
+class Target(ABC):
+    """Subclass this in a plugin and register it under the ``qconvert.targets`` entry point."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[TargetOptions]] = NoOptions
+    #: Tolerance of artifact vs simulation, in output quantization steps.
+    parity_tolerance_lsb: ClassVar[float] = 1.0
+
+    def parse_options(self, raw: dict[str, Any] | None, source: str = "recipe") -> TargetOptions:
+        try:
+            return self.Options.model_validate(raw or {})
+        except ValidationError as e:
+            err = e.errors()[0]
+            path = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            raise RecipeError(f"{source}: targets.{self.name}.{path}: {msg}") from e
+
+    @abstractmethod
+    def available(self) -> Availability:
+        """Whether the runtime is importable and usable here; never raises."""
+
+    def constraints(self, options: TargetOptions) -> QuantConstraints:
+        return QuantConstraints()
+
+    def runtime_version(self) -> str:
+        return "unknown"
+
+    @abstractmethod
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+        """Write the artifact files into ``out_dir`` (which exists and is empty)."""
+
+    @abstractmethod
+    def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the artifact in the target's own runtime; outputs in graph order."""

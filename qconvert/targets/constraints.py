@@ -1,0 +1,55 @@
+"""What a target can represent, declared by the target and enforced by the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from qconvert.core.plan import TensorQuant
+from qconvert.recipe.model import Mode
+
+__all__ = ["QuantConstraints", "Violation"]
+
+_ALL_MODES: frozenset[Mode] = frozenset({"sym", "asym_u", "asym_s"})
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule a tensor's scheme breaks, with the scheme that would satisfy it."""
+
+    rule: str
+    fixed: TensorQuant
+
+
+@dataclass(frozen=True)
+class QuantConstraints:
+    """Limits a target puts on schemes.
+
+    ``check`` returns the violations of one tensor; the core refuses them, or
+    adapts them when the recipe says ``on_unsupported: adapt``.
+    """
+
+    activation_modes: frozenset[Mode] = _ALL_MODES
+    weight_modes: frozenset[Mode] = _ALL_MODES
+    max_activation_bits: int = 16
+    max_weight_bits: int = 16
+    weight_per_channel: bool = True
+    power_of_two: Literal["any", "required"] = "any"
+    notes: tuple[str, ...] = field(default=())
+
+    def check(self, tq: TensorQuant) -> list[Violation]:
+        out: list[Violation] = []
+        s = tq.scheme
+        weight = tq.role == "weight"
+        modes = self.weight_modes if weight else self.activation_modes
+        max_bits = self.max_weight_bits if weight else self.max_activation_bits
+        if s.mode not in modes:
+            to = "sym" if "sym" in modes else sorted(modes)[0]
+            out.append(Violation(f"{tq.role} mode must be one of {sorted(modes)}, not '{s.mode}'", replace(tq, scheme=s.model_copy(update={"mode": to}))))
+        if s.bits > max_bits:
+            out.append(Violation(f"{tq.role}s can have at most {max_bits} bits, not {s.bits}", replace(tq, scheme=s.model_copy(update={"bits": max_bits}))))
+        if weight and s.granularity == "per_channel" and not self.weight_per_channel:
+            out.append(Violation("weights must be per_tensor", replace(tq, scheme=s.model_copy(update={"granularity": "per_tensor"}))))
+        if self.power_of_two == "required" and not s.power_of_two:
+            out.append(Violation("scales must be powers of two", replace(tq, scheme=s.model_copy(update={"power_of_two": True}))))
+        return out

@@ -1,0 +1,85 @@
+"""report.json (machine-readable) and report.md (people), plus the terminal table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_reports", "summary_table"]
+
+
+def write_reports(out: Path, report: dict[str, Any]) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    (out / "report.md").write_text(_markdown(report))
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, float) and math.isinf(o):
+        return "inf"
+    return str(o)
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else format(v, spec)
+    return str(v)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """The per-target table: accuracy, parity vs simulation and vs float."""
+    head = "| target | executed | accuracy % | drop pp | max err vs sim (LSB) | SQNR vs float (dB) | top-1 agree | size KiB |"
+    rows = [head, "|" + "---|" * 8]
+    fa = report["float"]["accuracy"]
+    rows.append(f"| float (torch) | yes | {_fmt(fa)} | - | - | - | - | - |")
+    for name, t in report["targets"].items():
+        if not t.get("executed"):
+            rows.append(f"| {name} | no | - | - | - | - | - | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} |")
+            continue
+        acc = t.get("accuracy")
+        drop = fa - acc if fa is not None and acc is not None else None
+        sim, flt = t["vs_simulation"], t["vs_float"]
+        rows.append(
+            f"| {name} | yes | {_fmt(acc)} | {_fmt(drop)} | {_fmt(sim['max_lsb_error'], '.3f')} | {_fmt(flt['sqnr_db'])} | "
+            f"{_fmt(flt['top1_agreement'], '.4f')} | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} |"
+        )
+    return "\n".join(rows)
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    c, e = report["calibration"], report["eval"]
+    lines = [
+        "# qconvert build report",
+        "",
+        f"- model: `{report['model']}`",
+        f"- recipe: `{report['recipe']}` (sha256 `{report['recipe_hash'][:12]}`)",
+        f"- ranges: {c['ranges']} (method `{c['method']}`, {c['samples'] or '-'} samples, {c['tensors']} tensors)",
+        f"- evaluated on: `{e['data']}` ({e['samples']} samples{'' if e['held_out'] else ', calibration data: no --eval-data given'})",
+        f"- qconvert {report['qconvert_version']}, torch {report['torch_version']}",
+        "",
+        summary_table(report),
+        "",
+    ]
+    for name, t in report["targets"].items():
+        lines.append(f"## {name}")
+        lines.append(f"- artifact: `{t['artifact']}`, runtime: {t['runtime']}")
+        if not t.get("executed"):
+            lines.append("- **not executed here**")
+        else:
+            s = t["vs_simulation"]
+            lines.append(
+                f"- vs simulation: max {_fmt(s['max_abs_error'], '.3g')} abs = {_fmt(s['max_lsb_error'], '.3f')} LSB "
+                f"(tolerance {t['tolerance_lsb']} LSB), SQNR {_fmt(s['sqnr_db'])} dB, cosine {_fmt(s['cosine'], '.6f')}"
+            )
+            f = t["vs_float"]
+            lines.append(f"- vs float: SQNR {_fmt(f['sqnr_db'])} dB, max abs {_fmt(f['max_abs_error'], '.3g')}, cosine {_fmt(f['cosine'], '.6f')}")
+        for n in t["notes"]:
+            lines.append(f"- note: {n}")
+        lines.append("")
+    g = report.get("gates", {})
+    lines.append("## gates")
+    lines.append("- all passed" if g.get("passed", True) else "\n".join(f"- FAILED: {f}" for f in g["failures"]))
+    return "\n".join(lines) + "\n"
