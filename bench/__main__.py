@@ -1,0 +1,35 @@
+"""Run benchmark sections: `python -m bench [section ...]` (default: all).
+
+Each section is a module in this package with a ``run() -> None`` that prints
+its own table. Sections import their peers lazily and say so when one is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+SECTIONS: list[str] = [
+    # "calibration",   issue 3: calibration overhead and memory vs onnxruntime/torchao
+]
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or SECTIONS
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        print(f"unknown bench section(s) {unknown}; known: {SECTIONS}", file=sys.stderr)
+        return 2
+    for name in chosen:
+        print(f"\n## bench: {name}\n", flush=True)
+        start = time.perf_counter()
+        importlib.import_module(f"bench.{name}").run()
+        print(f"\n({name}: {time.perf_counter() - start:.0f} s)", flush=True)
+    if not chosen:
+        print("no bench sections yet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
