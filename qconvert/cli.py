@@ -114,6 +114,8 @@ def build(model: str, weights: Path | None, recipe: Path, calib_data: Path | Non
         req = BuildRequest(model=model, weights=weights, recipe=recipe, calib_data=calib_data, eval_data=eval_data,
                            out=out, targets=targets, input_shape=_shape(input_shape), stats=stats)
         result = run_build(req, TargetRegistry(), _progress(quiet))
+        if result.secondary:
+            return
         click.echo(summary_table(result.report))
         click.echo(f"\nwrote {result.out}/ (report.md, report.json, stats/, {', '.join(result.report['targets'])})")
         if result.gate_failures:
@@ -136,12 +138,19 @@ def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, 
         from qconvert.core.quantize import calibrate as run_calibrate
         from qconvert.pipeline import _torch_batches, prepare_session
 
+        from qconvert.core.distributed import current_shard, gather_stats, shard_batches
+
+        shard = current_shard()
         s = prepare_session(model, recipe, calib_data, weights, _shape(input_shape))
         assert s.calib is not None
         c = s.recipe.calibration
-        stats = run_calibrate(s.captured, s.recipe, _torch_batches(s.calib, c.batch_size, c.num_samples))
+        batches = shard_batches(_torch_batches(s.calib, c.batch_size, c.num_samples), shard)
+        stats = gather_stats(run_calibrate(s.captured, s.recipe, batches), shard)
+        if stats is None:
+            return
         stats.save(out)
-        click.echo(f"wrote statistics of {len(stats.tensors)} tensors to {out}/")
+        ranks = f" from {shard.world} ranks" if shard.world > 1 else ""
+        click.echo(f"wrote statistics of {len(stats.tensors)} tensors{ranks} to {out}/")
 
     _run(go)
 

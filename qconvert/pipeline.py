@@ -19,6 +19,7 @@ import torch
 
 import qconvert
 from qconvert.core.capture import Captured, capture, forward_input_names
+from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
 from qconvert.core.graph import module_names_of_graph
 from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
@@ -28,7 +29,7 @@ from qconvert.io.data import Dataset, open_dataset
 from qconvert.io.model import load_model
 from qconvert.recipe.load import load_recipe, recipe_hash
 from qconvert.recipe.model import Recipe
-from qconvert.targets.base import Artifact, Target, TargetOptions
+from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
 from qconvert.verify.gates import check_gates
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
@@ -58,6 +59,8 @@ class BuildResult:
     out: Path
     report: dict[str, Any]
     gate_failures: tuple[str, ...] = field(default=())
+    #: True on a secondary torchrun rank, which only contributed statistics.
+    secondary: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,10 +146,13 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     if eval_data is None:
         raise DataError("no data to verify on: pass --eval-data")
 
+    shard = current_shard()
+    stats = _stats(session, req, progress, shard)
+    if stats is None:  # a secondary torchrun rank: its statistics went to rank 0
+        return BuildResult(req.out, {}, secondary=True)
     req.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.tmp-", dir=req.out.parent))
     try:
-        stats = _stats(session, req, progress)
         stats.save(tmp / "stats")
         float_acc = _float_accuracy(session.model, eval_data, recipe)
         report: dict[str, Any] = _report_header(req, session, stats, float_acc, eval_data)
@@ -172,14 +178,15 @@ def _resolve_targets(req: BuildRequest, registry: TargetRegistry) -> list[Target
     return targets
 
 
-def _stats(session: Session, req: BuildRequest, progress: Progress) -> StatsSet:
+def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard) -> StatsSet | None:
     if req.stats is not None:
         progress(f"statistics from {req.stats}")
-        return StatsSet.load(req.stats)
+        return StatsSet.load(req.stats) if shard.is_main else None
     assert session.calib is not None
     c = session.recipe.calibration
-    progress(f"calibrate on {min(c.num_samples, session.calib.size)} samples")
-    return calibrate(session.captured, session.recipe, _torch_batches(session.calib, c.batch_size, c.num_samples))
+    progress(f"calibrate on {min(c.num_samples, session.calib.size)} samples" + (f" across {shard.world} ranks" if shard.world > 1 else ""))
+    batches = shard_batches(_torch_batches(session.calib, c.batch_size, c.num_samples), shard)
+    return gather_stats(calibrate(session.captured, session.recipe, batches), shard)
 
 
 def _float_accuracy(model: torch.nn.Module, data: Dataset, recipe: Recipe) -> float | None:
@@ -220,7 +227,7 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
 
 
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path) -> dict[str, Any]:
-    qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name)
+    qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name, target.placement(options))
     out_dir = tmp / target.name
     out_dir.mkdir()
     artifact = target.emit(qmodel, out_dir, options)
@@ -228,6 +235,7 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         "artifact": str(Path(target.name) / artifact.main_file),
         "runtime": target.runtime_version(),
         "executed": artifact.runnable,
+        "executed_in": artifact.runs_in or None,
         "notes": list(artifact.notes) + list(qmodel.warnings),
         "tolerance_lsb": target.parity_tolerance_lsb,
         "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
@@ -235,13 +243,20 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     if artifact.runnable:
         entry.update(_verify(target, artifact, qmodel, session.model, data))
         _write_golden(target, artifact, data)
+    placement = target.placement(options)
+    ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement))
+    extra = target.extra_checks(qmodel, artifact, options, ctx)
+    if extra is not None:
+        entry["notes"] += list(extra.notes)
+        entry["checks"] = extra.results
     _write_manifest(target, artifact, qmodel, entry, options)
     return entry
 
 
 def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, model: torch.nn.Module, data: Dataset) -> dict[str, Any]:
     scales = qmodel.output_scales()
-    vs_sim = CompareAccumulator(lsb=scales[0])
+    # A float output (TensorRT's logits) is measured in the step it would have as this target's activation.
+    vs_sim = CompareAccumulator(lsb=qmodel.parity_steps()[0])
     vs_float = CompareAccumulator()
     acc = AccuracyAccumulator()
     sim_acc = AccuracyAccumulator()
@@ -260,6 +275,7 @@ def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, model: t
         "accuracy": acc.result(),
         "simulation_accuracy": sim_acc.result(),
         "output_scale": scales[0],
+        "parity_step": qmodel.parity_steps()[0],
         "vs_simulation": vs_sim.result().to_json(),
         "vs_float": vs_float.result().to_json(),
     }

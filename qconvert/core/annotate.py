@@ -4,6 +4,8 @@ Placement follows what integer runtimes fuse: inputs and weights of conv/linear,
 one quantizer after a fused activation (conv-bn-relu is one group), both inputs
 and the output of binary ops, outputs of pools and concatenations; data-movement
 ops share their input's parameters. Schemes come from the ``QuantPolicy``.
+A target's ``Placement`` switches rules off or swaps them (TensorRT: no outputs,
+residual adds quantized on the branch that does not fuse, float biases).
 """
 
 from __future__ import annotations
@@ -24,19 +26,22 @@ from qconvert.core.graph import OpKind, is_float_tensor, module_of, op_kind
 from qconvert.core.observer import QObserver
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
+from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
 __all__ = ["QConvertQuantizer"]
 
 _ANNOTATION_KEY = "quantization_annotation"
+_ADD = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor}
 
 
 class QConvertQuantizer(Quantizer):
     """Annotates a captured graph per a ``QuantPolicy``; records every decision in ``self.decisions``."""
 
-    def __init__(self, policy: QuantPolicy, quantize_bias: bool = True) -> None:
+    def __init__(self, policy: QuantPolicy, quantize_bias: bool = True, placement: Placement = DEFAULT_PLACEMENT) -> None:
         super().__init__()
         self.policy = policy
-        self.quantize_bias = quantize_bias
+        self.placement = placement
+        self.quantize_bias = quantize_bias and placement.int32_bias
         self.decisions: dict[str, TensorQuant] = {}
         self._act_qspec: dict[Node, Any] = {}
 
@@ -52,25 +57,31 @@ class QConvertQuantizer(Quantizer):
                 continue
             if kind == OpKind.WEIGHTED:
                 self._annotate_weighted(node)
+            elif kind == OpKind.BINARY and self.placement.elementwise == "residual_add":
+                self._annotate_residual_add(node)
             elif kind in (OpKind.BINARY, OpKind.MATMUL):
                 self._annotate_multi_input(node, [a for a in node.args[:2]])
-            elif kind == OpKind.CAT:
+            elif kind == OpKind.CAT and self.placement.pool_and_concat:
                 self._annotate_multi_input(node, list(node.args[0]))
-            elif kind == OpKind.POOL:
+            elif kind == OpKind.POOL and self.placement.pool_and_concat:
                 self._annotate_multi_input(node, [node.args[0]])
             elif kind == OpKind.PASS:
                 self._annotate_passthrough(node)
         return model
+
+    def make_spec(self, tq: TensorQuant) -> QuantizationSpec:
+        """The torchao spec (and observer) for one tensor; benchmarks override it to swap observers."""
+        return _spec(tq, self.policy)
 
     # -- helpers ---------------------------------------------------------------
 
     def _qspec_for(self, tensor: Node) -> QuantizationSpec:
         """One QuantizationSpec object per quantized tensor, so torchao shares its observer."""
         if tensor not in self._act_qspec:
-            tq = self.policy.activation(tensor.name, module_of(tensor))
+            tq = self.policy.activation(tensor.name, module_of(tensor), _fixed_range(tensor), _clamp(tensor))
             self.decisions[tq.key] = tq
-            self._act_qspec[tensor] = _spec(tq, self.policy)
-            if tensor.op != "get_attr":
+            self._act_qspec[tensor] = self.make_spec(tq)
+            if tensor.op != "get_attr" and self.placement.quantize_at == "producer":
                 self._set(tensor, {}, self._act_qspec[tensor])
         return self._act_qspec[tensor]
 
@@ -90,6 +101,8 @@ class QConvertQuantizer(Quantizer):
         return node
 
     def _annotate_output(self, node: Node) -> None:
+        if not self.placement.outputs:
+            return
         out = self._output_of_group(node)
         if is_float_tensor(out):
             self._qspec_for(out)
@@ -100,9 +113,9 @@ class QConvertQuantizer(Quantizer):
             return
         module = module_of(node)
         act = self._qspec_for(x)
-        wq = self.policy.weight(f"{module or node.name}.weight", module, ch_axis=0)
+        wq = self.policy.weight(f"{module or node.name}.weight", module, ch_axis=0, depthwise=_is_depthwise(node))
         self.decisions[wq.key] = wq
-        wspec = _spec(wq, self.policy)
+        wspec = self.make_spec(wq)
         inputs: dict[Node, Any] = {x: act, w: wspec}
         bias = node.args[2] if len(node.args) > 2 else None
         if self.quantize_bias and isinstance(bias, Node):
@@ -123,6 +136,52 @@ class QConvertQuantizer(Quantizer):
             return
         self._set(node, {x: self._act_qspec[x]}, SharedQuantizationSpec((x, node)))
         self._act_qspec[node] = SharedQuantizationSpec((x, node))
+
+    def _annotate_residual_add(self, node: Node) -> None:
+        """Placement ``residual_add``: the add fuses into the conv/linear feeding it, so
+        only its other input is quantized; an add with no such producer, and mul, stay float."""
+        args = list(node.args[:2])
+        if node.target not in _ADD or not all(is_float_tensor(a) and a.op != "get_attr" for a in args):
+            return
+        fused = next((a for a in args if self._fuses_into(a, node)), None)
+        others = [a for a in args if a is not fused]
+        if fused is None or not others:
+            return
+        self._set(node, {a: self._qspec_for(a) for a in others}, None)
+
+    def _fuses_into(self, producer: Node, add: Node) -> bool:
+        return op_kind(producer) == OpKind.WEIGHTED and list(producer.users) == [add] and not self.policy.excluded(module_of(producer))
+
+
+_BOUNDED_INPUTS = {torch.ops.aten.tanh.default: (-4.0, 4.0), torch.ops.aten.sigmoid.default: (-6.0, 6.0)}
+
+
+def _is_depthwise(node: Node) -> bool:
+    """A grouped convolution with one input channel per group (groups == input channels > 1)."""
+    if node.target not in (torch.ops.aten.conv2d.default, torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.padding):
+        return False
+    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+    w = node.args[1].meta.get("val") if isinstance(node.args[1], Node) else None
+    return isinstance(groups, int) and groups > 1 and isinstance(w, torch.Tensor) and w.shape[1] == 1
+
+
+def _fixed_range(tensor: Node) -> tuple[float, float] | None:
+    """ReLU6 (hardtanh) outputs have a range known without data."""
+    if tensor.op == "call_function" and tensor.target in (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default):
+        lo = tensor.args[1] if len(tensor.args) > 1 else -1.0
+        hi = tensor.args[2] if len(tensor.args) > 2 else 1.0
+        return float(lo), float(hi)  # type: ignore[arg-type]
+    if tensor.op == "call_function" and tensor.target == torch.ops.aten.relu6.default:
+        return 0.0, 6.0
+    return None
+
+
+def _clamp(tensor: Node) -> tuple[float, float] | None:
+    """Inputs of saturating activations need no range beyond where they saturate."""
+    bounds = {_BOUNDED_INPUTS.get(u.target) for u in tensor.users}  # type: ignore[arg-type]
+    if len(bounds) == 1 and None not in bounds:
+        return bounds.pop()
+    return None
 
 
 def _spec(tq: TensorQuant, policy: QuantPolicy) -> QuantizationSpec:

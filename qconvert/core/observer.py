@@ -15,10 +15,10 @@ import torch
 from torchao.quantization.pt2e.observer import ObserverBase
 
 from qconvert.core.plan import TensorQuant
-from qconvert.core.ranges import choose_range
+from qconvert.core.ranges import choose_range, mse_clip
 from qconvert.core.scheme import int_range, qparams_from_range
 from qconvert.core.stats import TensorStats, grow_histogram
-from qconvert.recipe.model import CalibrationConfig
+from qconvert.recipe.model import CalibrationConfig, QScheme
 
 __all__ = ["RunningStats", "QObserver"]
 
@@ -26,15 +26,21 @@ _TINY_RANGE = 2.0**-24
 
 
 class RunningStats:
-    """Streaming accumulator behind ``TensorStats``; memory is O(bins), not O(samples)."""
+    """Streaming accumulator behind ``TensorStats``; memory is O(bins), not O(samples).
 
-    def __init__(self, key: str, module: str, bins: int, ema_decay: float) -> None:
+    Min and max are exact over every value. Moments and the histogram use a fixed
+    stride sample of at most ``sample_limit`` values per batch (0: all values), which
+    keeps calibration close to the cost of a plain forward pass on large activations.
+    """
+
+    def __init__(self, key: str, module: str, bins: int, ema_decay: float, sample_limit: int = 0) -> None:
         self.key, self.module, self.bins, self.ema_decay = key, module, bins, ema_decay
+        self.sample_limit = sample_limit
         self.min, self.max = math.inf, -math.inf
         self.sum_batch_min = self.sum_batch_max = 0.0
         self.ema_min = self.ema_max = 0.0
         self.batches = self.count = 0
-        self.sum = self.sum_sq = self.sum_abs_dev = 0.0
+        self.sum = self.sum_sq = 0.0
         self.hist_range = 0.0
         self.hist: torch.Tensor | None = None
 
@@ -43,11 +49,12 @@ class RunningStats:
         x = x.detach().float()
         lo_t, hi_t = torch.aminmax(x)
         lo, hi = float(lo_t), float(hi_t)
-        mean = x.mean()
-        self.sum += float(mean) * x.numel()
-        self.sum_sq += float(torch.square(x).sum())
-        self.sum_abs_dev += float((x - mean).abs().mean())
-        self.count += x.numel()
+        flat = x.reshape(-1)
+        step = flat.numel() // self.sample_limit if self.sample_limit else 1
+        sample = flat[::step].contiguous() if step > 1 else flat
+        self.sum += float(sample.sum())
+        self.sum_sq += float(torch.dot(sample, sample))
+        self.count += sample.numel()
         if self.batches == 0:
             self.ema_min, self.ema_max = lo, hi
         else:
@@ -57,18 +64,21 @@ class RunningStats:
         self.sum_batch_min += lo
         self.sum_batch_max += hi
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-        self._update_hist(x, max(abs(lo), abs(hi)))
+        self._update_hist(sample, max(abs(lo), abs(hi)))
 
     def _update_hist(self, x: torch.Tensor, amax: float) -> None:
-        needed = 2.0 ** math.ceil(math.log2(max(amax, _TINY_RANGE)))
+        # The grid is [-R, R) with R a power of two strictly above |x|, and bins a power of
+        # two, so x * bins / 2R is exact and floor() gives the same bin on any grid size:
+        # shards binned on different grids merge into exactly the single-pass histogram.
+        needed = 2.0 ** (math.floor(math.log2(max(amax, _TINY_RANGE))) + 1)
         if self.hist is None:
             self.hist_range = needed
             self.hist = torch.zeros(self.bins, dtype=torch.float64)
         elif needed > self.hist_range:
             grown = grow_histogram(self.hist.numpy(), self.hist_range, needed)
             self.hist, self.hist_range = torch.from_numpy(grown), needed
-        r = self.hist_range
-        self.hist += torch.histc(x, bins=self.bins, min=-r, max=r).double()
+        idx = torch.floor(x * (self.bins / (2.0 * self.hist_range))).long() + self.bins // 2
+        self.hist += torch.bincount(idx, minlength=self.bins).double()
 
     def snapshot(self) -> TensorStats:
         hist = self.hist.numpy().astype(np.int64) if self.hist is not None else np.zeros(self.bins, np.int64)
@@ -76,8 +86,7 @@ class RunningStats:
             key=self.key, module=self.module, min=self.min, max=self.max,
             sum_batch_min=self.sum_batch_min, sum_batch_max=self.sum_batch_max,
             ema_min=self.ema_min, ema_max=self.ema_max, batches=self.batches, count=self.count,
-            sum=self.sum, sum_sq=self.sum_sq, sum_abs_dev=self.sum_abs_dev,
-            hist_range=self.hist_range, hist=hist,
+            sum=self.sum, sum_sq=self.sum_sq, hist_range=self.hist_range, hist=hist,
         )
 
 
@@ -96,9 +105,11 @@ class QObserver(ObserverBase):
         else:
             self.qscheme = torch.per_tensor_symmetric if sym else torch.per_tensor_affine
             self.ch_axis = None
-        self.running = RunningStats(spec.key, spec.module, calib.bins, calib.ema_decay)
+        self.running = RunningStats(spec.key, spec.module, calib.bins, calib.ema_decay, calib.hist_samples)
         self.loaded: TensorStats | None = None
         self.weight: torch.Tensor | None = None
+        #: Set by ``load_stats`` when a TIDL-style sym activation turns out non-negative.
+        self.unsigned_scheme: QScheme | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.role == "weight":
@@ -112,15 +123,32 @@ class QObserver(ObserverBase):
 
     def load_stats(self, stats: TensorStats) -> None:
         self.loaded = stats
+        if self.spec.unsigned_if_nonnegative and self.spec.role == "activation" and stats.batches > 0:
+            if choose_range(stats, self.spec, self.calib)[0] >= 0.0:
+                self._use_unsigned()
+
+    def _use_unsigned(self) -> None:
+        """TIDL's unsigned form of a symmetric scheme: [0, 2**bits - 1], zero point 0.
+
+        Decided once the statistics are known and before conversion, which reads
+        ``dtype``, ``quant_min`` and ``quant_max`` from the observer.
+        """
+        self.unsigned_scheme = self.spec.scheme.model_copy(update={"mode": "asym_u"})
+        self.rng = int_range(self.unsigned_scheme)
+        self.dtype, self.quant_min, self.quant_max = self.rng.dtype, self.rng.qmin, self.rng.qmax
 
     def weight_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.weight is None:
             raise RuntimeError(f"weight observer '{self.spec.key}' never saw its weight")
         w = self.weight.float()
-        if self.spec.per_channel:
-            flat = w.transpose(0, self.ch_axis).reshape(w.shape[self.ch_axis], -1)
-            return flat.amin(dim=1), flat.amax(dim=1)
-        return w.min().reshape(()), w.max().reshape(())
+        rows = w.transpose(0, self.ch_axis).reshape(w.shape[self.ch_axis], -1) if self.spec.per_channel else w.reshape(1, -1)
+        if self.spec.method == "mse":
+            sym = self.spec.scheme.mode == "sym"
+            ranges = [mse_clip(r.double().numpy(), np.ones(r.numel()), float(r.min()), float(r.max()), self.spec.scheme.bits, sym) for r in rows]
+            lo, hi = torch.tensor([r[0] for r in ranges]), torch.tensor([r[1] for r in ranges])
+        else:
+            lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        return (lo, hi) if self.spec.per_channel else (lo.reshape(()), hi.reshape(()))
 
     @torch.no_grad()
     def calculate_qparams(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +157,7 @@ class QObserver(ObserverBase):
         else:
             lo_f, hi_f = choose_range(self.stats(), self.spec, self.calib)
             lo, hi = torch.tensor(lo_f), torch.tensor(hi_f)
-        scale, zp = qparams_from_range(lo, hi, self.spec.scheme, self.rng)
+        scale, zp = qparams_from_range(lo, hi, self.unsigned_scheme or self.spec.scheme, self.rng)
         if not self.spec.per_channel:
             scale, zp = scale.reshape(1), zp.reshape(1)
         return scale, zp

@@ -26,6 +26,15 @@ class TensorQuant:
     scheme: QScheme
     method: RangeMethod = "minmax"
     ch_axis: int | None = None
+    #: A range known from the network, used as is (ReLU6 outputs: [0, 6]).
+    fixed_range: tuple[float, float] | None = None
+    #: Bounds the chosen range never exceeds (tanh inputs [-4, 4], sigmoid inputs [-6, 6]).
+    clamp: tuple[float, float] | None = None
+    #: The weight of a depthwise convolution (groups == input channels > 1).
+    depthwise: bool = False
+    #: Set by a target's constraints (TIDL): a ``sym`` activation whose chosen range has no
+    #: negative values uses the unsigned range [0, 2**bits - 1] with zero point 0.
+    unsigned_if_nonnegative: bool = False
 
     @property
     def per_channel(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qconvert.core.plan import TensorQuant
 from qconvert.errors import ConstraintError, RecipeError, did_you_mean
@@ -58,24 +58,30 @@ class QuantPolicy:
             return exact[0]
         return next((o for o in self.recipe.overrides if matches(o.match, module)), None)
 
-    def activation(self, key: str, module: str) -> TensorQuant:
+    def activation(self, key: str, module: str, fixed_range: tuple[float, float] | None = None,
+                   clamp: tuple[float, float] | None = None) -> TensorQuant:
         o = self._override(module)
         scheme = (o.activations if o and o.activations else None) or self.recipe.activations
         method = (o.method if o and o.method else None) or self.recipe.calibration.method
         if any(matches(p, module) for p in self.recipe.no_clip):
             method = "minmax"
-        return self._constrain(TensorQuant(key, "activation", module, scheme, method))
+        return self._constrain(TensorQuant(key, "activation", module, scheme, method, fixed_range=fixed_range, clamp=clamp))
 
-    def weight(self, key: str, module: str, ch_axis: int) -> TensorQuant:
+    def weight(self, key: str, module: str, ch_axis: int, depthwise: bool = False) -> TensorQuant:
         o = self._override(module)
         scheme: QScheme = (o.weights if o and o.weights else None) or self.recipe.weights
-        return self._constrain(TensorQuant(key, "weight", module, scheme, "minmax", ch_axis))
+        return self._constrain(TensorQuant(key, "weight", module, scheme, "minmax", ch_axis, depthwise=depthwise))
 
     def _constrain(self, tq: TensorQuant) -> TensorQuant:
         if self.constraints is None:
             return tq
-        violations = self.constraints.check(tq)
-        for v in violations:
+        # Each violation's fix covers its own rule only: fix one, then check again, so
+        # several broken rules (mode and power of two) are all adapted.
+        for _ in range(8):
+            violations = self.constraints.check(tq)
+            if not violations:
+                break
+            v = violations[0]
             where = f"target '{self.target}': layer '{tq.module or '<input>'}' ({tq.role} {tq.key})"
             if self.recipe.on_unsupported == "error":
                 raise ConstraintError(
@@ -83,4 +89,6 @@ class QuantPolicy:
                 )
             self.warnings.append(f"{where}: {v.rule}; adapted")
             tq = v.fixed
+        if self.constraints.unsigned_nonnegative and tq.role == "activation" and tq.scheme.mode == "sym":
+            tq = replace(tq, unsigned_if_nonnegative=True)
         return tq

@@ -13,13 +13,16 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.capture import Captured
+from qconvert.core.coverage import observe_consumed_tensors
+from qconvert.core.graph import module_of
 from qconvert.core.observer import QObserver
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
 from qconvert.core.stats import StatsSet
-from qconvert.errors import StatsError
+from qconvert.errors import BadInputError, StatsError
 from qconvert.recipe.model import Recipe
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
 __all__ = ["QuantizedModel", "calibrate", "quantize", "QParamSummary"]
 
@@ -53,6 +56,9 @@ class QuantizedModel:
     decisions: dict[str, TensorQuant]
     qparams: tuple[QParamSummary, ...]
     warnings: tuple[str, ...] = field(default=())
+    #: Per output: None where the output is quantized (its scale is in ``output_scales``), else the
+    #: scale it would have as an activation of this target (TensorRT leaves the logits float).
+    float_output_steps: tuple[float | None, ...] = field(default=())
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -75,6 +81,12 @@ class QuantizedModel:
                 scales.append(None)
         return scales
 
+    def parity_steps(self) -> list[float | None]:
+        """The step parity is measured in, per output: its own scale, or for a float output
+        the scale it would have under this target's activation scheme."""
+        steps = list(self.float_output_steps) + [None] * len(self.output_scales())
+        return [s if s is not None else steps[i] for i, s in enumerate(self.output_scales())]
+
 
 def _observers(gm: GraphModule) -> list[QObserver]:
     seen: dict[int, QObserver] = {}
@@ -84,8 +96,8 @@ def _observers(gm: GraphModule) -> list[QObserver]:
     return list(seen.values())
 
 
-def _prepare(captured: Captured, policy: QuantPolicy) -> tuple[GraphModule, QConvertQuantizer]:
-    quantizer = QConvertQuantizer(policy)
+def _prepare(captured: Captured, policy: QuantPolicy, placement: Placement = DEFAULT_PLACEMENT) -> tuple[GraphModule, QConvertQuantizer]:
+    quantizer = QConvertQuantizer(policy, placement=placement)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepared = prepare_pt2e(copy.deepcopy(captured.graph), quantizer)
@@ -96,6 +108,7 @@ def _prepare(captured: Captured, policy: QuantPolicy) -> tuple[GraphModule, QCon
 def calibrate(captured: Captured, recipe: Recipe, batches: Iterable[tuple[torch.Tensor, ...]]) -> StatsSet:
     """One pass over the data; statistics for every tensor any target may quantize."""
     prepared, _ = _prepare(captured, QuantPolicy(recipe))
+    observe_consumed_tensors(prepared, recipe, {o.spec.key for o in _observers(prepared)})
     for batch in batches:
         prepared(*batch)
     stats = {o.spec.key: o.running.snapshot() for o in _observers(prepared) if o.spec.role == "activation"}
@@ -128,15 +141,21 @@ def quantize(
     stats: StatsSet,
     constraints: QuantConstraints | None = None,
     target: str = "",
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> QuantizedModel:
-    """Build the Q/DQ graph for one target from calibration statistics, without data."""
+    """Build the Q/DQ graph for one target from calibration statistics, without data.
+
+    ``placement`` says where the target wants Q/DQ; every tensor it picks must
+    have been observed by ``calibrate`` (which covers the data inputs of every
+    conv, linear, matmul and add), or this raises ``StatsError``.
+    """
     if stats.fingerprint != captured.fingerprint:
         raise StatsError(
             f"statistics were collected on another model or input shape (fingerprint {stats.fingerprint}, "
             f"this model {captured.fingerprint}); re-run 'qconvert calibrate' for this model"
         )
     policy = QuantPolicy(recipe, constraints or QuantConstraints(), target)
-    prepared, quantizer = _prepare(captured, policy)
+    prepared, quantizer = _prepare(captured, policy, placement)
     observers = _observers(prepared)
     for obs in observers:
         if obs.spec.role == "activation":
@@ -151,7 +170,29 @@ def quantize(
     return QuantizedModel(
         graph=converted, captured=captured, recipe=recipe, target=target,
         decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),
+        float_output_steps=_float_output_steps(converted, stats, QuantPolicy(recipe, policy.constraints, target)),
     )
+
+
+def _float_output_steps(gm: GraphModule, stats: StatsSet, policy: QuantPolicy) -> tuple[float | None, ...]:
+    """For each graph output left in float, the scale it would have as an activation of this
+    target (from its calibration statistics), so parity can still be measured in steps."""
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    outs = out_node.args[0] if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]
+    steps: list[float | None] = []
+    for o in outs:
+        tensor_stats = stats.tensors.get(getattr(o, "name", ""))
+        if getattr(o, "target", None) == torch.ops.quantized_decomposed.dequantize_per_tensor.default or tensor_stats is None:
+            steps.append(None)
+            continue
+        try:
+            obs = QObserver(policy.activation(o.name, module_of(o)), policy.calib)
+        except BadInputError:  # the recipe's scheme for that layer is not representable: no step
+            steps.append(None)
+            continue
+        obs.load_stats(tensor_stats)
+        steps.append(float(obs.calculate_qparams()[0].flatten()[0]))
+    return tuple(steps)
 
 
 def _summary(o: QObserver) -> QParamSummary:

@@ -25,8 +25,8 @@ class TensorStats:
     """What one calibration pass learned about one tensor.
 
     ``avg_min``/``avg_max`` are means of per-batch extremes (Distiller's "avg");
-    ``laplace_b`` is the mean absolute deviation from the batch mean, averaged
-    over batches (the ACIQ estimator, streamed).
+    ``laplace_b`` is the mean absolute deviation from the mean (ACIQ's estimator),
+    read off the histogram.
     """
 
     key: str
@@ -41,7 +41,6 @@ class TensorStats:
     count: int
     sum: float
     sum_sq: float
-    sum_abs_dev: float
     hist_range: float
     hist: np.ndarray = field(repr=False)
 
@@ -63,7 +62,11 @@ class TensorStats:
 
     @property
     def laplace_b(self) -> float:
-        return self.sum_abs_dev / self.batches
+        total = float(self.hist.sum())
+        if total == 0:
+            return 0.0
+        centers = (np.arange(self.hist.size) + 0.5) * (2 * self.hist_range / self.hist.size) - self.hist_range
+        return float(np.sum(self.hist * np.abs(centers - self.mean)) / total)
 
     def summary(self) -> dict[str, float | int | str]:
         """The readable part written to stats.json."""
@@ -117,7 +120,6 @@ def merge_stats(a: TensorStats, b: TensorStats, ema_decay: float = 0.9) -> Tenso
         count=a.count + b.count,
         sum=a.sum + b.sum,
         sum_sq=a.sum_sq + b.sum_sq,
-        sum_abs_dev=a.sum_abs_dev + b.sum_abs_dev,
         hist_range=r,
         hist=hist,
     )

@@ -28,6 +28,7 @@ RECIPE_VERSION = 1
 
 Mode = Literal["sym", "asym_u", "asym_s"]
 Granularity = Literal["per_tensor", "per_channel"]
+WeightMethod = Literal["minmax", "mse"]
 RangeMethod = Literal[
     "minmax", "avg", "ema", "n_std", "aciq_gauss", "aciq_laplace", "percentile", "entropy", "mse"
 ]
@@ -60,7 +61,12 @@ class CalibrationConfig(_Frozen):
     percentile: float = Field(99.99, gt=0.0, le=100.0, description="Percentile kept by method 'percentile'.")
     n_std: float = Field(3.0, gt=0.0, description="Multiplier k for method 'n_std' (mean +- k*std).")
     ema_decay: float = Field(0.9, gt=0.0, lt=1.0, description="Decay of the moving average for method 'ema'.")
-    bins: int = Field(4096, ge=256, le=65536, multiple_of=4, description="Histogram bins over the symmetric range [-R, R].")
+    bins: Literal[256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536] = Field(
+        4096, description="Histogram bins over the symmetric power-of-two range [-R, R) (a power of two, so shards merge exactly)."
+    )
+    hist_samples: int = Field(
+        1 << 17, ge=0, description="Values per tensor per batch fed to the histogram and moments (a fixed stride sample; 0 = all). Min/max always see every value."
+    )
 
 
 class LayerOverride(_Frozen):
@@ -73,6 +79,7 @@ class LayerOverride(_Frozen):
     weights: QScheme | None = Field(None, description="Weight scheme for the matched layers.")
     activations: QScheme | None = Field(None, description="Activation scheme for the matched layers' outputs.")
     method: RangeMethod | None = Field(None, description="Range method for the matched layers' outputs.")
+    weight_method: WeightMethod | None = Field(None, description="Weight range method for the matched layers.")
 
 
 class Preprocess(_Frozen):
@@ -119,6 +126,12 @@ class Recipe(_Frozen):
         QScheme(bits=8, mode="asym_u", granularity="per_tensor"), description="Default activation scheme."
     )
     calibration: CalibrationConfig = Field(CalibrationConfig(), description="Calibration settings.")
+    weight_method: WeightMethod = Field(
+        "minmax", description="Weight ranges: minmax (max |w| per channel or tensor), or mse (the clip minimising each channel's squared error)."
+    )
+    depthwise_per_channel: bool = Field(
+        False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
+    )
     exclude: tuple[str, ...] = Field((), description="Module names or globs kept in float.")
     no_clip: tuple[str, ...] = Field((), description="Module names or globs whose output ranges always use min/max (e.g. the logits layer).")
     overrides: tuple[LayerOverride, ...] = Field((), description="Per-layer settings, matched on module names.")

@@ -12,19 +12,26 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qconvert.errors import RecipeError
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
+    import torch
 
-__all__ = ["Availability", "Artifact", "Target", "NoOptions", "TargetOptions"]
+    from qconvert.core.quantize import QuantizedModel
+    from qconvert.core.stats import StatsSet
+    from qconvert.io.data import Dataset
+    from qconvert.recipe.model import Recipe
+
+__all__ = ["Availability", "Artifact", "Target", "NoOptions", "TargetOptions", "CheckContext", "ExtraChecks"]
 
 
 class TargetOptions(BaseModel):
@@ -48,7 +55,9 @@ class Availability:
 @dataclass(frozen=True)
 class Artifact:
     """What ``emit`` wrote. ``runnable`` is False when the runtime cannot execute it
-    here (e.g. a TensorRT engine on a machine without a GPU); ``notes`` say why."""
+    here (e.g. a TensorRT engine on a machine without a GPU); ``notes`` say why.
+    ``runs_in`` names what executes it here when that is not the target's own
+    runtime (TensorRT without a GPU: its ONNX in onnxruntime); reports show it."""
 
     target: str
     directory: Path
@@ -58,6 +67,7 @@ class Artifact:
     runnable: bool = True
     notes: tuple[str, ...] = field(default=())
     extra: dict[str, Any] = field(default_factory=dict)
+    runs_in: str = ""
 
     @property
     def path(self) -> Path:
@@ -102,6 +112,10 @@ class Target(ABC):
     def constraints(self, options: TargetOptions) -> QuantConstraints:
         return QuantConstraints()
 
+    def placement(self, options: TargetOptions) -> Placement:
+        """Where the core puts Q/DQ for this target; the default suits integer CPU runtimes."""
+        return DEFAULT_PLACEMENT
+
     def runtime_version(self) -> str:
         return "unknown"
 
@@ -112,3 +126,35 @@ class Target(ABC):
     @abstractmethod
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the artifact in the target's own runtime; outputs in graph order."""
+
+    def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                     ctx: CheckContext) -> ExtraChecks | None:
+        """Checks beyond running the artifact, after ``run`` was verified (default: none).
+
+        For a device that cannot run here (TIDL), this is where a target predicts
+        it, e.g. with an integer simulation on the evaluation data; files it
+        writes go into ``artifact.directory``.
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What ``Target.extra_checks`` may use besides the quantized model and its artifact.
+
+    ``requantize(recipe, constraints)`` quantizes the same capture from the same
+    statistics (no data pass), for variants such as per-layer precision tables.
+    """
+
+    model: torch.nn.Module
+    stats: StatsSet
+    data: Dataset
+    requantize: Callable[[Recipe, QuantConstraints], QuantizedModel]
+
+
+@dataclass(frozen=True)
+class ExtraChecks:
+    """Result of ``Target.extra_checks``: report notes and JSON-ready results (``checks`` in report.json)."""
+
+    notes: tuple[str, ...] = ()
+    results: dict[str, Any] = field(default_factory=dict)

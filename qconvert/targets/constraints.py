@@ -36,6 +36,11 @@ class QuantConstraints:
     weight_per_channel: bool = True
     power_of_two: Literal["any", "required"] = "any"
     notes: tuple[str, ...] = field(default=())
+    #: Per-channel weights only for depthwise convolutions (TIDL on TDA4VM); needs ``weight_per_channel``.
+    per_channel_depthwise_only: bool = False
+    #: A ``sym`` activation whose calibrated range has no negative values takes the unsigned
+    #: range [0, 2**bits - 1] with zero point 0, as TIDL does for ReLU outputs (one more bit).
+    unsigned_nonnegative: bool = False
 
     def check(self, tq: TensorQuant) -> list[Violation]:
         out: list[Violation] = []
@@ -50,6 +55,9 @@ class QuantConstraints:
             out.append(Violation(f"{tq.role}s can have at most {max_bits} bits, not {s.bits}", replace(tq, scheme=s.model_copy(update={"bits": max_bits}))))
         if weight and s.granularity == "per_channel" and not self.weight_per_channel:
             out.append(Violation("weights must be per_tensor", replace(tq, scheme=s.model_copy(update={"granularity": "per_tensor"}))))
+        elif weight and s.granularity == "per_channel" and self.per_channel_depthwise_only and not tq.depthwise:
+            out.append(Violation("only depthwise convolution weights may be per_channel",
+                                 replace(tq, scheme=s.model_copy(update={"granularity": "per_tensor"}))))
         if self.power_of_two == "required" and not s.power_of_two:
             out.append(Violation("scales must be powers of two", replace(tq, scheme=s.model_copy(update={"power_of_two": True}))))
         return out

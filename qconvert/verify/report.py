@@ -43,7 +43,7 @@ def summary_table(report: dict[str, Any]) -> str:
         drop = fa - acc if fa is not None and acc is not None else None
         sim, flt = t["vs_simulation"], t["vs_float"]
         rows.append(
-            f"| {name} | yes | {_fmt(acc)} | {_fmt(drop)} | {_fmt(sim['max_lsb_error'], '.3f')} | {_fmt(flt['sqnr_db'])} | "
+            f"| {name} | {'yes, ' + t['executed_in'] if t.get('executed_in') else 'yes'} | {_fmt(acc)} | {_fmt(drop)} | {_fmt(sim['max_lsb_error'], '.3f')} | {_fmt(flt['sqnr_db'])} | "
             f"{_fmt(flt['top1_agreement'], '.4f')} | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} |"
         )
     return "\n".join(rows)
