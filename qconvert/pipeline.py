@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 import qconvert
-from qconvert.core.capture import Captured, capture, forward_input_names
+from qconvert.core.capture import Captured, capture
+from qconvert.core.equalize import equalize
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
 from qconvert.core.graph import module_names_of_graph
 from qconvert.core.policy import check_layer_names
@@ -26,6 +27,7 @@ from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, TargetUnavailableError
 from qconvert.io.data import Dataset, open_dataset
+from qconvert.io.inputs import input_names_for
 from qconvert.io.model import load_model
 from qconvert.recipe.load import load_recipe, recipe_hash
 from qconvert.recipe.model import Recipe
@@ -73,19 +75,16 @@ class Session:
     captured: Captured
     calib: Dataset | None
 
+    def calibration_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The calibration batches again (bias correction reads them a second time)."""
+        if self.calib is None:
+            return iter(())
+        c = self.recipe.calibration
+        return _torch_batches(self.calib, c.batch_size, c.num_samples)
+
 
 def _names_for(model: torch.nn.Module, data_path: Path | None) -> tuple[str, ...]:
-    names = forward_input_names(model, 16)
-    if data_path is not None and data_path.suffix == ".npz" and data_path.is_file():
-        try:
-            with np.load(data_path) as z:
-                keys = set(z.keys())
-        except Exception:  # the data loader reports unreadable files with a proper message
-            keys = set()
-        present = tuple(n for n in names if n in keys)
-        if present:
-            return present
-    return names[:1]
+    return input_names_for(model, data_path)
 
 
 def prepare_session(model_ref: str, recipe_path: Path, calib_data: Path | None, weights: Path | None,
@@ -99,6 +98,8 @@ def prepare_session(model_ref: str, recipe_path: Path, calib_data: Path | None, 
     _check_fits(model, example)
     captured = capture(model, example)
     check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
+    if recipe.equalization:
+        captured, _ = equalize(captured)
     return Session(recipe, recipe_path, model, captured, calib)
 
 
@@ -227,7 +228,8 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
 
 
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path) -> dict[str, Any]:
-    qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name, target.placement(options))
+    qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name, target.placement(options),
+                      calibration_batches=session.calibration_batches)
     out_dir = tmp / target.name
     out_dir.mkdir()
     artifact = target.emit(qmodel, out_dir, options)
@@ -237,14 +239,15 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         "executed": artifact.runnable,
         "executed_in": artifact.runs_in or None,
         "notes": list(artifact.notes) + list(qmodel.warnings),
-        "tolerance_lsb": target.parity_tolerance_lsb,
+        "tolerance_lsb": target.parity_tolerance_lsb if artifact.tolerance_lsb is None else artifact.tolerance_lsb,
         "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
     }
     if artifact.runnable:
         entry.update(_verify(target, artifact, qmodel, session.model, data))
         _write_golden(target, artifact, data)
     placement = target.placement(options)
-    ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement))
+    ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement,
+                                                                                      calibration_batches=session.calibration_batches))
     extra = target.extra_checks(qmodel, artifact, options, ctx)
     if extra is not None:
         entry["notes"] += list(extra.notes)
@@ -304,7 +307,7 @@ def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, 
         "recipe_hash": recipe_hash(qmodel.recipe),
         "target_options": options.model_dump(mode="json"),
         "artifact": artifact.to_json(),
-        "tolerance": {"max_lsb": target.parity_tolerance_lsb, "output_scale": qmodel.output_scales()[0]},
+        "tolerance": {"max_lsb": entry["tolerance_lsb"], "output_scale": qmodel.output_scales()[0]},
         "parity": {k: entry.get(k) for k in ("vs_simulation", "vs_float", "accuracy", "simulation_accuracy")},
         "quantization": [asdict(q) for q in qmodel.qparams],
     }

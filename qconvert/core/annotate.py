@@ -22,6 +22,7 @@ from torchao.quantization.pt2e.quantizer import (
     SharedQuantizationSpec,
 )
 
+from qconvert.core.dynamic import annotate_dynamic
 from qconvert.core.graph import OpKind, is_float_tensor, module_of, op_kind
 from qconvert.core.observer import QObserver
 from qconvert.core.plan import TensorQuant
@@ -50,6 +51,9 @@ class QConvertQuantizer(Quantizer):
 
     def annotate(self, model: GraphModule) -> GraphModule:
         for node in model.graph.nodes:
+            if self.policy.dynamic(module_of(node)):
+                annotate_dynamic(self, node)
+                continue
             kind = op_kind(node)
             if kind == OpKind.OTHER or kind == OpKind.FUSED_ACT:
                 continue

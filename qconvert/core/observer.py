@@ -123,9 +123,9 @@ class QObserver(ObserverBase):
 
     def load_stats(self, stats: TensorStats) -> None:
         self.loaded = stats
-        if self.spec.unsigned_if_nonnegative and self.spec.role == "activation" and stats.batches > 0:
-            if choose_range(stats, self.spec, self.calib)[0] >= 0.0:
-                self._use_unsigned()
+        nonnegative = stats.batches > 0 and choose_range(stats, self.spec, self.calib)[0] >= 0.0
+        if self.spec.unsigned_if_nonnegative and self.spec.role == "activation" and nonnegative:
+            self._use_unsigned()
 
     def _use_unsigned(self) -> None:
         """TIDL's unsigned form of a symmetric scheme: [0, 2**bits - 1], zero point 0.

@@ -35,6 +35,9 @@ class TensorQuant:
     #: Set by a target's constraints (TIDL): a ``sym`` activation whose chosen range has no
     #: negative values uses the unsigned range [0, 2**bits - 1] with zero point 0.
     unsigned_if_nonnegative: bool = False
+    #: Quantized per batch at run time (recipe ``dynamic``): no calibrated range; ``scheme`` gives
+    #: the unsigned integer range the runtime's dynamic kernel uses.
+    dynamic: bool = False
 
     @property
     def per_channel(self) -> bool:

@@ -72,9 +72,39 @@ class QuantPolicy:
         scheme: QScheme = (o.weights if o and o.weights else None) or self.recipe.weights
         return self._constrain(TensorQuant(key, "weight", module, scheme, "minmax", ch_axis, depthwise=depthwise))
 
+    def dynamic(self, module: str) -> bool:
+        """Whether ``module`` is quantized dynamically (recipe ``dynamic``, overrides win).
+
+        Calibration (no constraints) answers False: it observes every static candidate,
+        so one statistics set serves static and dynamic recipes alike.
+        """
+        if self.constraints is None:
+            return False
+        o = self._override(module)
+        return o.dynamic if o is not None and o.dynamic is not None else self.recipe.dynamic
+
+    def dynamic_activation(self, key: str, module: str) -> TensorQuant:
+        """The per-batch input quantization of a dynamic op: unsigned, per tensor, at the
+        bit width the target's dynamic kernels use (the recipe cannot change what they do)."""
+        bits = self.constraints.dynamic_activation_bits if self.constraints is not None else 8
+        scheme = QScheme(bits=bits, mode="asym_u", granularity="per_tensor")
+        return TensorQuant(key, "activation", module, scheme, "minmax", dynamic=True)
+
+    def dynamic_supported(self, op: str) -> bool:
+        return self.constraints is not None and op in self.constraints.dynamic_ops
+
+    def keep_float(self, module: str, op: str) -> None:
+        """Record, once per layer, that a dynamic layer's op stays float on this target."""
+        ops = sorted(self.constraints.dynamic_ops) if self.constraints is not None else []
+        msg = (f"target '{self.target}': layer '{module}' ({op}) stays float: dynamic quantization here covers "
+               f"{', '.join(ops) or 'no op'}")
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+
     def _constrain(self, tq: TensorQuant) -> TensorQuant:
         if self.constraints is None:
             return tq
+        tq = self.constraints.reencode(tq)
         # Each violation's fix covers its own rule only: fix one, then check again, so
         # several broken rules (mode and power of two) are all adapted.
         for _ in range(8):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +12,7 @@ from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from qconvert.core.annotate import QConvertQuantizer
+from qconvert.core.bias_correction import correct_biases
 from qconvert.core.capture import Captured
 from qconvert.core.coverage import observe_consumed_tensors
 from qconvert.core.graph import module_of
@@ -19,7 +20,7 @@ from qconvert.core.observer import QObserver
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
 from qconvert.core.stats import StatsSet
-from qconvert.errors import BadInputError, StatsError
+from qconvert.errors import BadInputError, DataError, StatsError
 from qconvert.recipe.model import Recipe
 from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
@@ -142,8 +143,12 @@ def quantize(
     constraints: QuantConstraints | None = None,
     target: str = "",
     placement: Placement = DEFAULT_PLACEMENT,
+    calibration_batches: Callable[[], Iterable[tuple[torch.Tensor, ...]]] | None = None,
 ) -> QuantizedModel:
     """Build the Q/DQ graph for one target from calibration statistics, without data.
+
+    Only ``recipe.bias_correction`` reads data again: ``calibration_batches``
+    must then yield the calibration batches.
 
     ``placement`` says where the target wants Q/DQ; every tensor it picks must
     have been observed by ``calibrate`` (which covers the data inputs of every
@@ -167,6 +172,10 @@ def quantize(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = convert_pt2e(prepared, fold_quantize=True)
+    if recipe.bias_correction:
+        if calibration_batches is None:
+            raise DataError("bias_correction needs the calibration data: pass --calib-data (statistics alone are not enough)")
+        correct_biases(captured.graph, converted, calibration_batches, recipe.bias_correction_iters)
     return QuantizedModel(
         graph=converted, captured=captured, recipe=recipe, target=target,
         decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),

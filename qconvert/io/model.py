@@ -89,4 +89,5 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     except RuntimeError as e:
         first = str(e).splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) or first[0]
+        detail = detail if len(detail) < 240 else detail[:240] + "..."
         raise ModelLoadError(f"{path}: weights do not fit the model: {detail}") from e

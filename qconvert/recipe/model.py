@@ -79,6 +79,7 @@ class LayerOverride(_Frozen):
     weights: QScheme | None = Field(None, description="Weight scheme for the matched layers.")
     activations: QScheme | None = Field(None, description="Activation scheme for the matched layers' outputs.")
     method: RangeMethod | None = Field(None, description="Range method for the matched layers' outputs.")
+    dynamic: bool | None = Field(None, description="Dynamic quantization for the matched layers, overriding the recipe's 'dynamic'.")
     weight_method: WeightMethod | None = Field(None, description="Weight range method for the matched layers.")
 
 
@@ -129,8 +130,21 @@ class Recipe(_Frozen):
     weight_method: WeightMethod = Field(
         "minmax", description="Weight ranges: minmax (max |w| per channel or tensor), or mse (the clip minimising each channel's squared error)."
     )
+    equalization: bool = Field(
+        False, description="Cross-layer equalization of conv pairs joined by ReLU before calibration (helps per-tensor weights of depthwise-separable nets)."
+    )
+    bias_correction: bool = Field(
+        False, description="Empirical bias correction after quantization (TIDL's advanced calibration); a second pass over the calibration data."
+    )
+    bias_correction_iters: int = Field(1, ge=1, le=50, description="Passes of bias correction; later layers see earlier corrections.")
     depthwise_per_channel: bool = Field(
         False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
+    )
+    dynamic: bool = Field(
+        False,
+        description="Dynamic quantization (Distiller's --qe-dynamic): Linear, LSTM/GRU and Embedding weights int8 per the 'weights' "
+        "scheme, activations quantized per batch at run time (unsigned 8-bit, per tensor); other layers stay float. "
+        "Overridable per layer with overrides[].dynamic.",
     )
     exclude: tuple[str, ...] = Field((), description="Module names or globs kept in float.")
     no_clip: tuple[str, ...] = Field((), description="Module names or globs whose output ranges always use min/max (e.g. the logits layer).")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,7 +23,6 @@ from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
 if TYPE_CHECKING:
     import numpy as np
-
     import torch
 
     from qconvert.core.quantize import QuantizedModel
@@ -68,6 +67,9 @@ class Artifact:
     notes: tuple[str, ...] = field(default=())
     extra: dict[str, Any] = field(default_factory=dict)
     runs_in: str = ""
+    #: Parity tolerance of this artifact in output steps, where it differs from the target's
+    #: ``parity_tolerance_lsb`` (one target, several kernels: x86 vs qnnpack, static vs dynamic).
+    tolerance_lsb: float | None = None
 
     @property
     def path(self) -> Path:

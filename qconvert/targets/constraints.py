@@ -41,6 +41,25 @@ class QuantConstraints:
     #: A ``sym`` activation whose calibrated range has no negative values takes the unsigned
     #: range [0, 2**bits - 1] with zero point 0, as TIDL does for ReLU outputs (one more bit).
     unsigned_nonnegative: bool = False
+    #: Ops this target runs with dynamic quantization (recipe ``dynamic``), among "linear", "lstm",
+    #: "gru", "embedding"; in a dynamic layer every other weighted op stays float, with a warning.
+    dynamic_ops: frozenset[str] = frozenset()
+    #: Bits of the unsigned per-batch range of dynamic activations: 8, or 7 where the kernel
+    #: halves the range against int16 overflow (fbgemm/x86's ``reduce_range``).
+    dynamic_activation_bits: int = 8
+    #: (requested, stored) activation modes that keep the same quantization grid, applied by
+    #: ``reencode`` before ``check`` and without a warning: TFLite stores an ``asym_u`` tensor as
+    #: int8 with its zero point moved down by 2**(bits-1) (``("asym_u", "asym_s")``), same values.
+    activation_mode_equivalents: tuple[tuple[Mode, Mode], ...] = ()
+
+    def reencode(self, tq: TensorQuant) -> TensorQuant:
+        """The same scheme in the storage this target uses, where that changes no value."""
+        to = dict(self.activation_mode_equivalents).get(tq.scheme.mode) if tq.role == "activation" else None
+        if to is None:
+            return tq
+        if {tq.scheme.mode, to} != {"asym_u", "asym_s"}:  # a plugin's declaration error, not the user's
+            raise ValueError(f"activation_mode_equivalents: '{tq.scheme.mode}' -> '{to}' changes the grid; only asym_u <-> asym_s keep it")
+        return replace(tq, scheme=tq.scheme.model_copy(update={"mode": to}))
 
     def check(self, tq: TensorQuant) -> list[Violation]:
         out: list[Violation] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Placement", "DEFAULT_PLACEMENT"]
+__all__ = ["DEFAULT_PLACEMENT", "Placement"]
 
 
 @dataclass(frozen=True)

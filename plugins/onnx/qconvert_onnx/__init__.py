@@ -40,8 +40,10 @@ class OnnxTarget(Target):
         return f"onnxruntime {onnxruntime.__version__}"
 
     def constraints(self, options: TargetOptions) -> QuantConstraints:
-        # opset 18 Q/DQ carries int8/uint8 only; int16 needs opset 21.
-        return QuantConstraints(max_activation_bits=8, max_weight_bits=8)
+        # opset 18 Q/DQ carries int8/uint8 only; int16 needs opset 21. Dynamic quantization:
+        # DynamicQuantizeLinear + MatMulInteger for Linear (qconvert_onnx.dynamic), int8 rows behind
+        # a DequantizeLinear for Embedding; LSTM/GRU stay float (see README).
+        return QuantConstraints(max_activation_bits=8, max_weight_bits=8, dynamic_ops=frozenset({"linear", "embedding"}))
 
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
         from qconvert_onnx.export import export_qdq

@@ -8,11 +8,14 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from qconvert.core.quantize import QuantizedModel
 from qconvert.targets.base import Artifact
+from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.options import OnnxOptions
 
 __all__ = ["export_qdq", "weight_dequantize_count", "export_onnx_model"]
@@ -29,8 +32,9 @@ def export_onnx_model(qmodel: QuantizedModel) -> onnx.ModelProto:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                qmodel.graph, qmodel.example_inputs, dynamo=True, dynamic_shapes=dynamic,
+                replace_dynamic_linears(qmodel.graph), qmodel.example_inputs, dynamo=True, dynamic_shapes=dynamic,
                 input_names=list(qmodel.input_names), output_names=_output_names(qmodel), verbose=False,
+                custom_translation_table=translation_table(),
             )
     finally:
         quiet.setLevel(level)
@@ -63,6 +67,7 @@ def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, target: str) -> Artifact:
     model = export_onnx_model(qmodel)
+    clips = narrow_ranges(model, qmodel)
     if options.simplify:
         model = _simplify(model)
     onnx.checker.check_model(model, full_check=True)
@@ -74,5 +79,59 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         input_names=tuple(i.name for i in model.graph.input),
         output_names=tuple(o.name for o in model.graph.output),
         extra={"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-               "weight_dequantize_nodes": weight_dequantize_count(model)},
+               "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips},
     )
+
+
+def _constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    values[n.output[0]] = numpy_helper.to_array(a.t)
+    return values
+
+
+def narrow_ranges(model: onnx.ModelProto, qmodel: QuantizedModel) -> int:
+    """Bound sub-8-bit activations with a Clip between QuantizeLinear and its consumers.
+
+    ONNX QuantizeLinear saturates to its storage type ([0, 255] for uint8), while a
+    4-bit tensor must saturate to [0, 15]: an integer Clip (opset >= 12) restores
+    exactly the simulation's rounding. Returns the number of Clips inserted.
+    """
+    narrow: dict[tuple[float, int], tuple[int, int]] = {}
+    for n in qmodel.graph.graph.nodes:
+        if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default:
+            _, scale, zp, qmin, qmax, dtype = n.args[:6]
+            info = torch.iinfo(dtype)
+            if (qmin, qmax) != (info.min, info.max):
+                narrow[(float(np.float32(scale)), int(zp))] = (int(qmin), int(qmax))
+    if not narrow:
+        return 0
+    values = _constant_values(model)
+    inserted = 0
+    for q in [n for n in model.graph.node if n.op_type == "QuantizeLinear"]:
+        scale = values.get(q.input[1])
+        zp = values.get(q.input[2]) if len(q.input) > 2 else None
+        if scale is None or scale.size != 1:
+            continue
+        key = (float(np.float32(scale.reshape(()))), int(zp.reshape(())) if zp is not None else 0)
+        if key not in narrow:
+            continue
+        qmin, qmax = narrow[key]
+        dtype = zp.dtype if zp is not None else np.uint8
+        lo_name, hi_name, out = f"{q.output[0]}_qmin", f"{q.output[0]}_qmax", f"{q.output[0]}_narrow"
+        model.graph.initializer.extend([numpy_helper.from_array(np.array(qmin, dtype=dtype), lo_name),
+                                        numpy_helper.from_array(np.array(qmax, dtype=dtype), hi_name)])
+        for consumer in model.graph.node:
+            for i, name in enumerate(consumer.input):
+                if name == q.output[0]:
+                    consumer.input[i] = out
+        for o in model.graph.output:
+            if o.name == q.output[0]:
+                o.name = out
+        clip = onnx.helper.make_node("Clip", [q.output[0], lo_name, hi_name], [out], name=f"{q.name}_narrow")
+        model.graph.node.insert(list(model.graph.node).index(q) + 1, clip)
+        inserted += 1
+    return inserted
