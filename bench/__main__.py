@@ -11,7 +11,8 @@ import sys
 import time
 
 SECTIONS: list[str] = [
-    # "calibration",   issue 3: calibration overhead and memory vs onnxruntime/torchao
+    "calibration",  # issue 3: calibration overhead and memory vs onnxruntime/torchao
+    "quality",  # issue 3: accuracy of every range method x bits x granularity x mode
 ]
 
 

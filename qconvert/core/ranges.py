@@ -190,6 +190,11 @@ def _entropy(s: TensorStats, spec: TensorQuant, c: CalibrationConfig) -> Range:
     # coarsen to at most 2048 bins: KL on finer grids only costs time
     factor = max(1, mag.size // 2048)
     mag = mag.reshape(-1, factor).sum(axis=1) if factor > 1 else mag
+    # Zero is exactly representable on every grid, so the spike of exact zeros (half of
+    # a ReLU output) says nothing about where to clip; left in, it drives KL to tiny clips.
+    if mag.size > 1:
+        mag = mag.copy()
+        mag[0] = mag[1]
     levels = 2 ** spec.scheme.bits if one_sided else 2 ** (spec.scheme.bits - 1)
     levels = min(levels, mag.size // 4)
     i = entropy_threshold(mag, levels)

@@ -1,0 +1,72 @@
+"""qconvert target ``tensorrt``: ONNX with TensorRT's Q/DQ placement, plus the engine where TensorRT runs.
+
+Where ``tensorrt`` and a GPU are present the engine is built (INT8 with FP16
+fallback, dynamic batch profile, timing cache) and run for the parity check.
+Elsewhere the folder holds the ONNX, ``build_engine.py`` and ``trtexec.sh``; the
+ONNX is verified in onnxruntime and every report line says the engine was not built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.placement import Placement
+from qconvert_tensorrt.constraints import TENSORRT_PLACEMENT, TensorRTConstraints
+from qconvert_tensorrt.options import TensorRTOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qconvert.core.quantize import QuantizedModel
+
+__all__ = ["TENSORRT_PLACEMENT", "TensorRTOptions", "TensorRTTarget"]
+
+
+class TensorRTTarget(Target):
+    """Explicitly quantized ONNX for TensorRT; the engine itself where TensorRT and a GPU exist."""
+
+    name = "tensorrt"
+    description = "ONNX Q/DQ placed for TensorRT; engine built where tensorrt + GPU exist, else ONNX verified in onnxruntime"
+    Options = TensorRTOptions
+    # The logits stay float: a one-code rounding flip in an inner int8 tensor (float kernels sum in
+    # another order than torch) moves them by more than half a step. Measured on digits: 1.61.
+    parity_tolerance_lsb = 2.0
+
+    def available(self) -> Availability:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            import qconvert_onnx  # noqa: F401
+        except ImportError as e:
+            return Availability(False, f"{e.name} is not installed: pip install -e plugins/onnx onnxruntime")
+        return Availability(True)
+
+    def runtime_version(self) -> str:
+        import onnxruntime
+
+        from qconvert_tensorrt.engine import engine_support
+
+        support = engine_support()
+        if support.ok:
+            return f"TensorRT {support.version} (engine); onnxruntime {onnxruntime.__version__} (ONNX check)"
+        return f"onnxruntime {onnxruntime.__version__} (ONNX only; TensorRT engine not built: {support.reason})"
+
+    def constraints(self, options: TargetOptions) -> QuantConstraints:
+        return TensorRTConstraints()
+
+    def placement(self, options: TargetOptions) -> Placement:
+        return TENSORRT_PLACEMENT
+
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+        from qconvert_tensorrt.emit import emit_tensorrt
+
+        assert isinstance(options, TensorRTOptions)
+        return emit_tensorrt(qmodel, out_dir, options, self.name)
+
+    def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from qconvert_tensorrt.runtime import run_artifact
+
+        return run_artifact(artifact, inputs)
