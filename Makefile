@@ -15,6 +15,10 @@ setup:
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	$(BIN)/qconvert targets
+	# Headless Chromium renders report.html in a test; without it (not root, no apt) that test is skipped.
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: the report.html screenshot test will be skipped"
 
 demo:
 	$(BIN)/qconvert build \
@@ -32,6 +36,7 @@ test-all:
 
 schema:
 	$(BIN)/qconvert recipe schema > schemas/recipe.schema.json
+	$(BIN)/qconvert report schema > schemas/report.schema.json
 
 bench:
 	$(BIN)/python -m bench

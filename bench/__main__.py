@@ -13,6 +13,9 @@ import time
 SECTIONS: list[str] = [
     "calibration",  # issue 3: calibration overhead and memory vs onnxruntime/torchao
     "quality",  # issue 3: accuracy of every range method x bits x granularity x mode
+    "speed",  # issue 10: onnx int8 vs fp32 and vs onnxruntime's quantize_static
+    "edge_latency",  # issue 5: tflite and tvm artifacts vs float in the same runtime, ResNet-18 batch 1
+    "pytorch_target",  # issue 4: pytorch int8 artifacts vs float PyTorch (ResNet-18 static; text, BERT-base-sized dynamic)
 ]
 
 

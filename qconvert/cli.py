@@ -10,12 +10,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from qconvert import __version__
 from qconvert.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, BadInputError, GateFailedError, QConvertError
+
+if TYPE_CHECKING:
+    from qconvert.progress import TerminalProgress
 
 __all__ = ["main"]
 
@@ -32,14 +35,11 @@ def _shape(value: str | None) -> tuple[int, ...] | None:
     return dims
 
 
-def _progress(quiet: bool) -> Callable[[str], None]:
-    interactive = sys.stderr.isatty() and not os.environ.get("CI")
+def _progress(quiet: bool) -> TerminalProgress:
+    """Step messages and progress bars on stderr when a person watches; silent with --quiet, in CI or a pipe."""
+    from qconvert.progress import TerminalProgress, interactive
 
-    def say(msg: str) -> None:
-        if not quiet and interactive:
-            click.echo(f"... {msg}", err=True)
-
-    return say
+    return TerminalProgress(not quiet and interactive(sys.stderr))
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -94,7 +94,8 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
 @main.command()
 @_model_opt
 @_weights_opt
-@_recipe_opt
+@click.option("--recipe", type=click.Path(path_type=Path),
+              help="Recipe YAML/JSON; optional when --model is a QAT checkpoint (file.pt, from qconvert.qat.save), which holds its own.")
 @click.option("--calib-data", type=click.Path(path_type=Path), help="Image folder, .npy, or .npz (x, optional y).")
 @click.option("--eval-data", type=click.Path(path_type=Path), help="Held-out data for parity and accuracy (.npz with y for accuracy).")
 @click.option("--target", "targets", multiple=True, required=True, help="Target name; repeat for several (see 'qconvert targets').")
@@ -102,22 +103,27 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
 @_shape_opt
 @click.option("--stats", type=click.Path(path_type=Path), help="Reuse statistics from 'qconvert calibrate' and skip calibration.")
 @click.option("--quiet", is_flag=True, help="No progress messages.")
-def build(model: str, weights: Path | None, recipe: Path, calib_data: Path | None, eval_data: Path | None,
+def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Path | None, eval_data: Path | None,
           targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool) -> None:
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
         from qconvert.pipeline import BuildRequest, build as run_build
+        from qconvert.progress import reporting
         from qconvert.targets.registry import TargetRegistry
         from qconvert.verify.report import summary_table
 
         req = BuildRequest(model=model, weights=weights, recipe=recipe, calib_data=calib_data, eval_data=eval_data,
                            out=out, targets=targets, input_shape=_shape(input_shape), stats=stats)
-        result = run_build(req, TargetRegistry(), _progress(quiet))
+        with reporting(_progress(quiet)) as progress:
+            result = run_build(req, TargetRegistry(), progress)
         if result.secondary:
             return
         click.echo(summary_table(result.report))
-        click.echo(f"\nwrote {result.out}/ (report.md, report.json, stats/, {', '.join(result.report['targets'])})")
+        click.echo(f"\nwrote {result.out}/ (report.md, report.json, report.html, stats/, {', '.join(result.report['targets'])})")
+        fallback = result.report.get("fallback")
+        if fallback and fallback["recipe_file"]:
+            click.echo(f"auto_fallback kept {', '.join(fallback['layers'])} at {fallback['keep']}: recipe written to {result.out / fallback['recipe_file']}")
         if result.gate_failures:
             raise GateFailedError(list(result.gate_failures))
 
@@ -230,6 +236,80 @@ def recipe_schema() -> None:
     from qconvert.recipe.schema import recipe_json_schema_text
 
     click.echo(recipe_json_schema_text(), nl=False)
+
+
+@main.command()
+@_model_opt
+@_weights_opt
+@_recipe_opt
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Image folder, .npy, or .npz (or --stats).")
+@click.option("--eval-data", type=click.Path(path_type=Path), required=True, help="Data the variants are scored on (.npz with y for --metric accuracy).")
+@click.option("--stats", type=click.Path(path_type=Path), help="Statistics from 'qconvert calibrate' (skips calibration).")
+@click.option("--metric", type=click.Choice(["sqnr", "accuracy"]), default="sqnr", show_default=True, help="What a layer loses or regains.")
+@click.option("--keep", type=click.Choice(["float", "int16"]), default="float", show_default=True, help="Higher precision for the regain ranking.")
+@click.option("--target", help="Quantize under this target's constraints and placement (its runtime is not needed).")
+@click.option("--samples", type=click.IntRange(min=1), help="Score on at most this many evaluation samples.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the ranking as JSON to this file.")
+@_shape_opt
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sensitivity(model: str, weights: Path | None, recipe: Path, calib_data: Path | None, eval_data: Path, stats: Path | None,
+                metric: str, keep: str, target: str | None, samples: int | None, json_out: Path | None, input_shape: str | None,
+                quiet: bool) -> None:
+    """Rank layers by what quantizing only them loses, and what keeping only them regains (torch simulation)."""
+
+    def go() -> None:
+        import json
+
+        from qconvert.progress import reporting
+        from qconvert.sensitivity.run import SensitivityRequest, run_sensitivity, sensitivity_table
+        from qconvert.targets.registry import TargetRegistry
+
+        req = SensitivityRequest(model=model, recipe=recipe, eval_data=eval_data, calib_data=calib_data, weights=weights, stats=stats,
+                                 input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]
+        with reporting(_progress(quiet)):
+            result = run_sensitivity(req, TargetRegistry())
+        click.echo(sensitivity_table(result))
+        if json_out is not None:
+            json_out.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+            click.echo(f"wrote {json_out}")
+
+    _run(go)
+
+
+@main.command()
+@click.argument("artifact_dir", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help=".npz with inputs (input_<name> or x), expected outputs output_<name>, optional labels y; default: ARTIFACT_DIR/golden.")
+def verify(artifact_dir: Path, data: Path | None) -> None:
+    """Run a built artifact (OUT/<target>) in its runtime and compare with its golden outputs; exit 0 or 3.
+
+    Needs numpy, the target's plugin and runtime; never imports torch.
+    """
+
+    def go() -> None:
+        from qconvert.targets.registry import TargetRegistry
+        from qconvert.verify.ondevice import verify_artifact
+
+        verdict = verify_artifact(artifact_dir, TargetRegistry(), data)
+        for line in verdict.lines():
+            click.echo(line)
+        if not verdict.passed:
+            raise GateFailedError(verdict.failures())
+
+    _run(go)
+
+
+@main.group()
+def report() -> None:
+    """The build report's JSON Schema."""
+
+
+@report.command("schema")
+def report_schema() -> None:
+    """Print the report.json JSON Schema (committed as schemas/report.schema.json)."""
+    from qconvert.verify.report_schema import report_json_schema_text
+
+    click.echo(report_json_schema_text(), nl=False)
 
 
 if __name__ == "__main__":

@@ -25,28 +25,36 @@ from qconvert.core.graph import module_names_of_graph
 from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
-from qconvert.errors import DataError, TargetUnavailableError
+from qconvert.errors import DataError, RecipeError, TargetUnavailableError
 from qconvert.io.data import Dataset, open_dataset
 from qconvert.io.inputs import input_names_for
 from qconvert.io.model import load_model
+from qconvert.progress import track
+from qconvert.qat.build import LearnedRanges, open_for_build
+from qconvert.qat.checkpoint import is_checkpoint_ref
 from qconvert.recipe.load import load_recipe, recipe_hash
 from qconvert.recipe.model import Recipe
+from qconvert.sensitivity.fallback import run_fallback
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
-from qconvert.verify.gates import check_gates
+from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
+from qconvert.verify.layerwise import layer_report
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert.verify.report import write_reports
 
 __all__ = ["BuildRequest", "BuildResult", "build", "prepare_session", "Session"]
 
 GOLDEN_SAMPLES = 8
+#: Batch sizes at which every runnable artifact is timed against the float model.
+LATENCY_BATCHES = (1, 16)
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class BuildRequest:
     model: str
-    recipe: Path
+    #: None only with a QAT checkpoint as ``model``, which holds its recipe.
+    recipe: Path | None
     calib_data: Path | None
     out: Path
     targets: tuple[str, ...]
@@ -74,6 +82,8 @@ class Session:
     model: torch.nn.Module
     captured: Captured
     calib: Dataset | None
+    #: Ranges learned in quantization-aware training (``--model`` is a QAT checkpoint): nothing is calibrated.
+    learned: LearnedRanges | None = None
 
     def calibration_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         """The calibration batches again (bias correction reads them a second time)."""
@@ -138,14 +148,15 @@ def _torch_batches(data: Dataset, batch_size: int, limit: int | None) -> Iterato
 def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lambda _: None) -> BuildResult:
     """Run a whole build; raises ``GateFailedError`` after OUT is written when a gate fails."""
     targets = _resolve_targets(req, registry)
-    session = prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
+    session = _session(req)
     recipe = session.recipe
-    options = {t.name: t.parse_options(recipe.targets.get(t.name), str(req.recipe)) for t in targets}
+    options = {t.name: t.parse_options(recipe.targets.get(t.name), str(session.recipe_path)) for t in targets}
     eval_data = open_dataset(req.eval_data, session.captured.input_names, recipe.preprocess) if req.eval_data else session.calib
-    if session.calib is None and req.stats is None:
+    if session.calib is None and req.stats is None and session.learned is None:
         raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
     if eval_data is None:
         raise DataError("no data to verify on: pass --eval-data")
+    require_measurable(recipe, eval_data.labels is not None, str(eval_data.path))
 
     shard = current_shard()
     stats = _stats(session, req, progress, shard)
@@ -157,11 +168,21 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         stats.save(tmp / "stats")
         float_acc = _float_accuracy(session.model, eval_data, recipe)
         report: dict[str, Any] = _report_header(req, session, stats, float_acc, eval_data)
-        for t in targets:
-            progress(f"{t.name}: quantize, emit, verify")
-            report["targets"][t.name] = _build_target(t, options[t.name], session, stats, eval_data, tmp)
-        failures = check_gates(recipe, report)
-        report["gates"] = {"passed": not failures, "failures": failures}
+
+        def build_all(s: Session) -> list[GateCheck]:
+            for t in targets:
+                shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt
+                progress(f"{t.name}: quantize, emit, verify")
+                report["targets"][t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp)
+            return gate_checks(s.recipe, report)
+
+        if recipe.auto_fallback is None:
+            checks = build_all(session)
+        else:
+            checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(req.recipe))
+            report["fallback"] = fallback.to_json()
+        failures = [c.line() for c in checks if not c.passed]
+        report["gates"] = {"passed": not failures, "failures": failures, "checks": [c.to_json() for c in checks]}
         write_reports(tmp, report)
         _move_into_place(tmp, req.out)
     except BaseException:
@@ -179,7 +200,19 @@ def _resolve_targets(req: BuildRequest, registry: TargetRegistry) -> list[Target
     return targets
 
 
+def _session(req: BuildRequest) -> Session:
+    if is_checkpoint_ref(req.model):
+        ck = open_for_build(req.model, req.recipe, weights=req.weights, calib_data=req.calib_data, stats=req.stats)
+        return Session(ck.recipe, ck.recipe_path, ck.model, ck.captured, None, learned=ck.learned)
+    if req.recipe is None:
+        raise RecipeError("--recipe is required (only a QAT checkpoint given as --model carries its own)")
+    return prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
+
+
 def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard) -> StatsSet | None:
+    if session.learned is not None:
+        progress(f"ranges {session.learned.label}: no calibration")
+        return session.learned.stats if shard.is_main else None
     if req.stats is not None:
         progress(f"statistics from {req.stats}")
         return StatsSet.load(req.stats) if shard.is_main else None
@@ -187,7 +220,8 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
     c = session.recipe.calibration
     progress(f"calibrate on {min(c.num_samples, session.calib.size)} samples" + (f" across {shard.world} ranks" if shard.world > 1 else ""))
     batches = shard_batches(_torch_batches(session.calib, c.batch_size, c.num_samples), shard)
-    return gather_stats(calibrate(session.captured, session.recipe, batches), shard)
+    bar = -(-min(c.num_samples, session.calib.size) // c.batch_size) if shard.world == 1 else 0
+    return gather_stats(calibrate(session.captured, session.recipe, track(batches, bar, "calibrate")), shard)
 
 
 def _float_accuracy(model: torch.nn.Module, data: Dataset, recipe: Recipe) -> float | None:
@@ -211,13 +245,13 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
         "qconvert_version": qconvert.__version__,
         "torch_version": torch.__version__,
         "model": req.model,
-        "recipe": str(req.recipe),
+        "recipe": str(session.recipe_path),
         "recipe_hash": recipe_hash(r),
         "inputs": {n: list(t.shape[1:]) for n, t in zip(session.captured.input_names, session.captured.example_inputs)},
         "calibration": {
-            "ranges": "from stats file" if req.stats else "calibrated",
+            "ranges": session.learned.label if session.learned else "from stats file" if req.stats else "calibrated",
             "stats": str(req.stats) if req.stats else "stats/",
-            "method": r.calibration.method,
+            "method": session.learned.method if session.learned else r.calibration.method,
             "samples": min(r.calibration.num_samples, session.calib.size) if session.calib else None,
             "tensors": len(stats.tensors),
         },
@@ -229,7 +263,7 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
 
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path) -> dict[str, Any]:
     qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name, target.placement(options),
-                      calibration_batches=session.calibration_batches)
+                      calibration_batches=session.calibration_batches, weight_ranges=session.learned.weights if session.learned else None)
     out_dir = tmp / target.name
     out_dir.mkdir()
     artifact = target.emit(qmodel, out_dir, options)
@@ -245,13 +279,18 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     if artifact.runnable:
         entry.update(_verify(target, artifact, qmodel, session.model, data))
         _write_golden(target, artifact, data)
+        latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES)
+        entry["latency"] = latency.to_json() if latency is not None else None
     placement = target.placement(options)
+    learned_weights = session.learned.weights if session.learned else None
     ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement,
-                                                                                      calibration_batches=session.calibration_batches))
+                                                                                      calibration_batches=session.calibration_batches,
+                                                                                      weight_ranges=learned_weights))
     extra = target.extra_checks(qmodel, artifact, options, ctx)
     if extra is not None:
         entry["notes"] += list(extra.notes)
         entry["checks"] = extra.results
+    entry["layers"] = layer_report(qmodel, stats, data, session.recipe.calibration.batch_size)
     _write_manifest(target, artifact, qmodel, entry, options)
     return entry
 
@@ -264,7 +303,8 @@ def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, model: t
     acc = AccuracyAccumulator()
     sim_acc = AccuracyAccumulator()
     with torch.no_grad():
-        for b in data.batches(qmodel.recipe.calibration.batch_size):
+        bs = qmodel.recipe.calibration.batch_size
+        for b in track(data.batches(bs), -(-data.size // bs), f"{target.name}: verify"):
             tensors = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
             ref = _first(model(*tensors)).numpy()
             sim = _first(qmodel.graph(*tensors)).numpy()
@@ -307,7 +347,8 @@ def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, 
         "recipe_hash": recipe_hash(qmodel.recipe),
         "target_options": options.model_dump(mode="json"),
         "artifact": artifact.to_json(),
-        "tolerance": {"max_lsb": entry["tolerance_lsb"], "output_scale": qmodel.output_scales()[0]},
+        "tolerance": {"max_lsb": entry["tolerance_lsb"], "output_scale": qmodel.output_scales()[0],
+                      "output_steps": qmodel.parity_steps()},  # per output, for 'qconvert verify'
         "parity": {k: entry.get(k) for k in ("vs_simulation", "vs_float", "accuracy", "simulation_accuracy")},
         "quantization": [asdict(q) for q in qmodel.qparams],
     }

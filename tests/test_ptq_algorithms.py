@@ -100,3 +100,33 @@ def test_override_sets_a_layers_method(dwsep: tuple[torch.nn.Module, Captured]) 
     methods = {q.module: q.method for q in qm.qparams if q.role == "activation"}
     assert {m for mod, m in methods.items() if mod.startswith("blocks.1.")} == {"entropy"}
     assert {m for mod, m in methods.items() if not mod.startswith("blocks.1.")} == {"minmax"}
+
+
+def test_weight_mse_clipping_and_depthwise_per_channel(dwsep: tuple[torch.nn.Module, Captured]) -> None:
+    model, cap = dwsep
+    plain = "weights: {bits: 4, mode: sym, granularity: per_tensor}\n"
+    assert _sqnr(model, cap, plain + "weight_method: mse\n") > _sqnr(model, cap, plain)
+    recipe = recipe_from_text(plain + "depthwise_per_channel: true\n")
+    qm = quantize(cap, recipe, calibrate(cap, recipe, [(CALIB,)]))
+    grans = {q.module: q.granularity for q in qm.qparams if q.role == "weight"}
+    assert grans["blocks.0.0"] == "per_channel" and grans["blocks.0.3"] == "per_tensor"
+
+
+def test_six_bit_asym_per_channel_clipped_beats_sym_per_tensor_minmax() -> None:
+    """Distiller's observation, on the digits sample: clipping + per-channel + asymmetric wins at 6 bits."""
+    model = load_model(f"{ROOT / 'samples/digits/model.py'}:build", str(ROOT / "samples/digits/weights.pt"))
+    cap = capture(model, (CALIB[:2],))
+    labels = np.load(ROOT / "samples/digits/eval.npz")["y"]
+    base = recipe_from_text("version: 1\n")
+    stats = calibrate(cap, base, [(CALIB,)])
+
+    def accuracy(text: str) -> float:
+        qm = quantize(cap, recipe_from_text(text + "no_clip: [fc]\n"), stats)
+        with torch.no_grad():
+            return float(np.mean(qm.graph(EVAL).argmax(1).numpy() == labels))
+
+    clipped = accuracy("weights: {bits: 6, mode: asym_u, granularity: per_channel}\nactivations: {bits: 6, mode: asym_u}\n"
+                       "calibration: {method: percentile}\n")
+    plain = accuracy("weights: {bits: 6, mode: sym, granularity: per_tensor}\nactivations: {bits: 6, mode: sym}\n"
+                     "calibration: {method: minmax}\n")
+    assert clipped > plain

@@ -14,7 +14,7 @@ from torch.fx import GraphModule
 
 from qconvert.errors import CaptureError
 
-__all__ = ["Captured", "capture", "forward_input_names"]
+__all__ = ["Captured", "capture", "forward_input_names", "graph_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,9 @@ def _fingerprint(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> s
     for n in gm.graph.nodes:
         h.update(f"{n.op}:{n.name}:{n.target};".encode())
     return h.hexdigest()[:16]
+
+
+def graph_fingerprint(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> str:
+    """The fingerprint ``capture`` gives ``gm``: a graph loaded from a saved program (a QAT
+    checkpoint) is checked against the one its statistics or ranges were made on."""
+    return _fingerprint(gm, example_inputs)

@@ -29,7 +29,7 @@ from qconvert.core.scheme import int_range
 if TYPE_CHECKING:
     from qconvert.core.annotate import QConvertQuantizer
 
-__all__ = ["DYNAMIC_OPS", "dynamic_op", "annotate_dynamic", "dynamic_spec"]
+__all__ = ["DYNAMIC_OPS", "annotate_dynamic", "dynamic_op", "dynamic_spec"]
 
 aten = torch.ops.aten
 
@@ -81,7 +81,7 @@ def annotate_dynamic(q: QConvertQuantizer, node: Node) -> None:
 
 def _linear(q: QConvertQuantizer, node: Node, module: str) -> None:
     x, w = node.args[0], node.args[1]
-    if not (is_float_tensor(x) and isinstance(w, Node)):
+    if not (isinstance(x, Node) and is_float_tensor(x) and isinstance(w, Node)):
         return
     tq = q.policy.dynamic_activation(f"{node.name}.input", module)
     q.decisions[tq.key] = tq

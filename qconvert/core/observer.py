@@ -42,19 +42,21 @@ class RunningStats:
         self.batches = self.count = 0
         self.sum = self.sum_sq = 0.0
         self.hist_range = 0.0
-        self.hist: torch.Tensor | None = None
+        self.hist: np.ndarray | None = None
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         x = x.detach().float()
         lo_t, hi_t = torch.aminmax(x)
         lo, hi = float(lo_t), float(hi_t)
-        flat = x.reshape(-1)
-        step = flat.numel() // self.sample_limit if self.sample_limit else 1
-        sample = flat[::step].contiguous() if step > 1 else flat
-        self.sum += float(sample.sum())
-        self.sum_sq += float(torch.dot(sample, sample))
-        self.count += sample.numel()
+        # The sample is small: numpy works on it single-threaded, with no thread-pool
+        # synchronisation per tiny op (which costs more than the op on a busy machine).
+        flat = x.reshape(-1).numpy()
+        step = flat.size // self.sample_limit if self.sample_limit else 1
+        sample = flat[::step] if step > 1 else flat
+        self.sum += float(sample.sum(dtype=np.float64))
+        self.sum_sq += float(np.dot(sample, sample))
+        self.count += sample.size
         if self.batches == 0:
             self.ema_min, self.ema_max = lo, hi
         else:
@@ -66,22 +68,22 @@ class RunningStats:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self._update_hist(sample, max(abs(lo), abs(hi)))
 
-    def _update_hist(self, x: torch.Tensor, amax: float) -> None:
+    def _update_hist(self, x: np.ndarray, amax: float) -> None:
         # The grid is [-R, R) with R a power of two strictly above |x|, and bins a power of
         # two, so x * bins / 2R is exact and floor() gives the same bin on any grid size:
         # shards binned on different grids merge into exactly the single-pass histogram.
         needed = 2.0 ** (math.floor(math.log2(max(amax, _TINY_RANGE))) + 1)
         if self.hist is None:
             self.hist_range = needed
-            self.hist = torch.zeros(self.bins, dtype=torch.float64)
+            self.hist = np.zeros(self.bins, dtype=np.int64)
         elif needed > self.hist_range:
-            grown = grow_histogram(self.hist.numpy(), self.hist_range, needed)
-            self.hist, self.hist_range = torch.from_numpy(grown), needed
-        idx = torch.floor(x * (self.bins / (2.0 * self.hist_range))).long() + self.bins // 2
-        self.hist += torch.bincount(idx, minlength=self.bins).double()
+            self.hist, self.hist_range = grow_histogram(self.hist, self.hist_range, needed), needed
+        idx = np.floor(x * np.float32(self.bins / (2.0 * self.hist_range)))
+        idx += self.bins // 2  # integers below 2**24 are exact in float32
+        self.hist += np.bincount(idx.astype(np.int64), minlength=self.bins)
 
     def snapshot(self) -> TensorStats:
-        hist = self.hist.numpy().astype(np.int64) if self.hist is not None else np.zeros(self.bins, np.int64)
+        hist = self.hist.copy() if self.hist is not None else np.zeros(self.bins, np.int64)
         return TensorStats(
             key=self.key, module=self.module, min=self.min, max=self.max,
             sum_batch_min=self.sum_batch_min, sum_batch_max=self.sum_batch_max,
@@ -110,6 +112,8 @@ class QObserver(ObserverBase):
         self.weight: torch.Tensor | None = None
         #: Set by ``load_stats`` when a TIDL-style sym activation turns out non-negative.
         self.unsigned_scheme: QScheme | None = None
+        #: A weight range learned in quantization-aware training, used as is (``quantize(weight_ranges=)``).
+        self.learned_range: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.role == "weight":
@@ -138,6 +142,8 @@ class QObserver(ObserverBase):
         self.dtype, self.quant_min, self.quant_max = self.rng.dtype, self.rng.qmin, self.rng.qmax
 
     def weight_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.learned_range is not None:
+            return self.learned_range
         if self.weight is None:
             raise RuntimeError(f"weight observer '{self.spec.key}' never saw its weight")
         w = self.weight.float()

@@ -70,7 +70,10 @@ class QuantPolicy:
     def weight(self, key: str, module: str, ch_axis: int, depthwise: bool = False) -> TensorQuant:
         o = self._override(module)
         scheme: QScheme = (o.weights if o and o.weights else None) or self.recipe.weights
-        return self._constrain(TensorQuant(key, "weight", module, scheme, "minmax", ch_axis, depthwise=depthwise))
+        if depthwise and self.recipe.depthwise_per_channel and scheme.granularity == "per_tensor":
+            scheme = scheme.model_copy(update={"granularity": "per_channel"})
+        method = (o.weight_method if o and o.weight_method else None) or self.recipe.weight_method
+        return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise))
 
     def dynamic(self, module: str) -> bool:
         """Whether ``module`` is quantized dynamically (recipe ``dynamic``, overrides win).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -144,11 +144,16 @@ def quantize(
     target: str = "",
     placement: Placement = DEFAULT_PLACEMENT,
     calibration_batches: Callable[[], Iterable[tuple[torch.Tensor, ...]]] | None = None,
+    weight_ranges: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> QuantizedModel:
     """Build the Q/DQ graph for one target from calibration statistics, without data.
 
     Only ``recipe.bias_correction`` reads data again: ``calibration_batches``
     must then yield the calibration batches.
+
+    ``weight_ranges`` maps weight keys to (lo, hi) learned in quantization-aware
+    training (per channel where the weight is); those weights are quantized over
+    that range instead of their min/max.
 
     ``placement`` says where the target wants Q/DQ; every tensor it picks must
     have been observed by ``calibrate`` (which covers the data inputs of every
@@ -168,6 +173,9 @@ def quantize(
                 raise StatsError(f"statistics have no entry for tensor '{obs.spec.key}'; re-run 'qconvert calibrate'")
             obs.load_stats(stats.tensors[obs.spec.key])
     _feed_weights(prepared)
+    for obs in observers:
+        if weight_ranges and obs.spec.role == "weight" and obs.spec.key in weight_ranges:
+            obs.learned_range = weight_ranges[obs.spec.key]
     summaries = tuple(_summary(o) for o in observers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

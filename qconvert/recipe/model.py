@@ -21,6 +21,8 @@ __all__ = [
     "LayerOverride",
     "Preprocess",
     "Gates",
+    "AutoFallback",
+    "QATConfig",
     "Recipe",
 ]
 
@@ -32,6 +34,9 @@ WeightMethod = Literal["minmax", "mse"]
 RangeMethod = Literal[
     "minmax", "avg", "ema", "n_std", "aciq_gauss", "aciq_laplace", "percentile", "entropy", "mse"
 ]
+#: How a tensor's range trains in QAT (``qconvert.qat``); see ``QATConfig``.
+QATActivationRanges = Literal["ema", "pact", "lsq"]
+QATWeightRanges = Literal["minmax", "lsq"]
 
 
 class _Frozen(BaseModel):
@@ -81,6 +86,10 @@ class LayerOverride(_Frozen):
     method: RangeMethod | None = Field(None, description="Range method for the matched layers' outputs.")
     dynamic: bool | None = Field(None, description="Dynamic quantization for the matched layers, overriding the recipe's 'dynamic'.")
     weight_method: WeightMethod | None = Field(None, description="Weight range method for the matched layers.")
+    qat_activation_ranges: QATActivationRanges | None = Field(
+        None, description="QAT: how the matched layers' output ranges train, overriding qat.activation_ranges."
+    )
+    qat_weight_ranges: QATWeightRanges | None = Field(None, description="QAT: how the matched layers' weight ranges train, overriding qat.weight_ranges.")
 
 
 class Preprocess(_Frozen):
@@ -111,6 +120,48 @@ class Gates(_Frozen):
     max_parity_lsb: float | None = Field(
         None, ge=0.0, description="Largest allowed artifact-vs-simulation error in output quantization steps; default: the target's declared tolerance."
     )
+
+
+class AutoFallback(_Frozen):
+    """Keep the most sensitive layers at higher precision, one at a time, until the gates pass.
+
+    Layers are ranked once with the torch simulation (what each regains when kept alone at
+    higher precision); each candidate is judged by the simulation against the gates, and the
+    chosen one is built and checked in the runtime like any build.
+    """
+
+    metric: Literal["accuracy", "sqnr"] = Field(
+        "sqnr", description="Ranking metric: accuracy (needs labelled --eval-data) or SQNR of the output vs float."
+    )
+    max_layers: int = Field(3, ge=1, le=64, description="Most layers kept at higher precision.")
+    keep: Literal["float", "int16"] = Field(
+        "float", description="float: the layer joins 'exclude'; int16: an override with 16-bit weights and activations (targets that run int16 only)."
+    )
+    recipe_file: str = Field(
+        "recipe.fallback.yaml", pattern=r"^[\w.-]+\.ya?ml$", description="Name, in OUT, of the recipe with the chosen layers written in (commit it)."
+    )
+
+
+class QATConfig(_Frozen):
+    """Quantization-aware training with ``qconvert.qat.prepare``; post-training builds ignore it.
+
+    Steps count training-mode forward passes of the prepared model.
+    """
+
+    activation_ranges: QATActivationRanges = Field(
+        "lsq",
+        description="How activation ranges train: ema (observed min/max, moving average, no gradient); pact (learnable clipping "
+        "bounds, gradient from the clipped values only; with power_of_two scales this is TI's PACT2); lsq (learnable step size "
+        "and offset with LSQ/LSQ+ gradients).",
+    )
+    weight_ranges: QATWeightRanges = Field(
+        "minmax", description="minmax: each step quantizes the weights (BatchNorm folded in) over their current min/max, as a build does; lsq: learnable per-channel step sizes."
+    )
+    freeze_bn_after: int | None = Field(
+        None, ge=0, description="Steps after which BatchNorm statistics stop updating and folded convolutions use the running statistics; null: never (eval mode always uses them)."
+    )
+    freeze_ranges_after: int | None = Field(None, ge=0, description="Steps after which ema ranges stop moving; null: never.")
+    ema_decay: float = Field(0.99, gt=0.0, lt=1.0, description="Decay of the moving average behind ema ranges.")
 
 
 class Recipe(_Frozen):
@@ -158,6 +209,10 @@ class Recipe(_Frozen):
     )
     gates: Gates = Field(Gates(), description="Gates applied to every target.")
     target_gates: dict[str, Gates] = Field(default_factory=dict, description="Gates for one target, replacing the global ones field by field.")
+    auto_fallback: AutoFallback | None = Field(
+        None, description="When gates fail with plain PTQ, keep the most sensitive layers at higher precision until they pass."
+    )
+    qat: QATConfig = Field(QATConfig(), description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
 
     @model_validator(mode="after")
     def _activations_per_tensor(self) -> Recipe:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from qconvert.io.data import Dataset
     from qconvert.recipe.model import Recipe
 
-__all__ = ["Availability", "Artifact", "Target", "NoOptions", "TargetOptions", "CheckContext", "ExtraChecks"]
+__all__ = ["Availability", "Artifact", "Target", "NoOptions", "TargetOptions", "CheckContext", "ExtraChecks", "Latency"]
 
 
 class TargetOptions(BaseModel):
@@ -129,6 +129,11 @@ class Target(ABC):
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the artifact in the target's own runtime; outputs in graph order."""
 
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                batch_sizes: tuple[int, ...]) -> Latency | None:
+        """Median latency of the artifact and of the float model in the same runtime (default: not measured)."""
+        return None
+
     def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
                      ctx: CheckContext) -> ExtraChecks | None:
         """Checks beyond running the artifact, after ``run`` was verified (default: none).
@@ -138,6 +143,33 @@ class Target(ABC):
         writes go into ``artifact.directory``.
         """
         return None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Artifact vs float model in the same runtime: median milliseconds per batch size.
+
+    ``int8_nodes``/``float_nodes`` count compute nodes that ran in integer or in
+    float arithmetic, where the runtime can tell (None where it cannot).
+    """
+
+    runtime: str
+    batch_sizes: tuple[int, ...]
+    int8_ms: tuple[float, ...]
+    float_ms: tuple[float, ...]
+    int8_nodes: int | None = None
+    float_nodes: int | None = None
+    float_ops: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "by_batch": {str(b): {"int8_ms": i, "float_ms": f, "speedup": f / i if i > 0 else None}
+                         for b, i, f in zip(self.batch_sizes, self.int8_ms, self.float_ms)},
+            "int8_nodes": self.int8_nodes,
+            "float_nodes": self.float_nodes,
+            "float_ops": list(self.float_ops),
+        }
 
 
 @dataclass(frozen=True)

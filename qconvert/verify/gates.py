@@ -1,12 +1,21 @@
-"""Check a build report against the recipe's gates and the targets' parity tolerances."""
+"""Check a build report against the recipe's gates and the targets' parity tolerances.
+
+``evaluate`` works on typed measurements, so the build (artifact in its runtime) and
+``auto_fallback`` (the torch simulation) judge a variant by the very same rules.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from qconvert.errors import DataError
 from qconvert.recipe.model import Gates, Recipe
 
-__all__ = ["check_gates", "gates_for"]
+__all__ = ["METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "check_gates", "evaluate", "gate_checks", "gates_for", "require_measurable"]
+
+GateMetric = Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement"]
 
 
 def gates_for(recipe: Recipe, target: str) -> Gates:
@@ -21,22 +30,98 @@ def gates_for(recipe: Recipe, target: str) -> Gates:
 
 def check_gates(recipe: Recipe, report: dict[str, Any]) -> list[str]:
     """One line per failed gate: target, metric, value, limit."""
-    failures: list[str] = []
-    float_acc = report["float"]["accuracy"]
+    return [c.line() for c in gate_checks(recipe, report) if not c.passed]
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gate measured on one target's artifact; ``value`` None means it could not be measured (NaN outputs)."""
+
+    target: str
+    metric: GateMetric
+    value: float | None
+    limit: float
+    passed: bool
+
+    def line(self) -> str:
+        name, unit, spec, op = METRIC_TEXT[self.metric]
+        shown = "not measurable (NaN)" if self.value is None else f"{self.value:{spec}}{unit}"
+        return f"{self.target}: {name} {shown} {op} limit {self.limit:g}{unit}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one artifact (or a simulation of it) scored; None where the data cannot tell."""
+
+    accuracy: float | None
+    sqnr_db: float | None
+    top1_agreement: float | None
+    parity_lsb: float | None = None
+    tolerance_lsb: float | None = None
+
+
+# metric -> (words, unit, number format, comparison shown on failure)
+METRIC_TEXT: dict[str, tuple[str, str, str, str]] = {
+    "parity_lsb": ("parity vs simulation", " LSB", ".3f", ">"),
+    "accuracy_drop_pp": ("accuracy drop", " pp", ".2f", ">"),
+    "sqnr_db": ("SQNR vs float", " dB", ".2f", "<"),
+    "top1_agreement": ("top-1 agreement", "", ".4f", "<"),
+}
+# Reported numbers are rounded; a drop of 0.5000000001 pp must not fail a 0.5 pp gate.
+_EPS = 1e-9
+
+
+def evaluate(gates: Gates, target: str, float_accuracy: float | None, m: Measured) -> list[GateCheck]:
+    """Every gate set in ``gates`` that ``m`` can be measured against, passed or not."""
+    checks: list[GateCheck] = []
+    lsb_limit = gates.max_parity_lsb if gates.max_parity_lsb is not None else m.tolerance_lsb
+    if lsb_limit is not None and m.parity_lsb is not None:
+        checks.append(GateCheck(target, "parity_lsb", m.parity_lsb, lsb_limit, m.parity_lsb <= lsb_limit + 1e-3))
+    if gates.max_accuracy_drop is not None and float_accuracy is not None and m.accuracy is not None:
+        drop = float_accuracy - m.accuracy
+        checks.append(GateCheck(target, "accuracy_drop_pp", drop, gates.max_accuracy_drop, drop <= gates.max_accuracy_drop + _EPS))
+    if gates.min_sqnr_db is not None:
+        v = _number(m.sqnr_db)
+        checks.append(GateCheck(target, "sqnr_db", v, gates.min_sqnr_db, v is not None and v >= gates.min_sqnr_db - _EPS))
+    if gates.min_top1_agreement is not None and m.top1_agreement is not None:
+        v = m.top1_agreement
+        checks.append(GateCheck(target, "top1_agreement", v, gates.min_top1_agreement, v >= gates.min_top1_agreement - _EPS))
+    return checks
+
+
+def gate_checks(recipe: Recipe, report: dict[str, Any]) -> list[GateCheck]:
+    """All gates of every executed target in a build report (targets not run here have nothing to check)."""
+    checks: list[GateCheck] = []
     for name, t in report["targets"].items():
         if not t.get("executed"):
             continue
-        g = gates_for(recipe, name)
         sim, flt = t["vs_simulation"], t["vs_float"]
-        lsb_limit = g.max_parity_lsb if g.max_parity_lsb is not None else t["tolerance_lsb"]
-        if sim["max_lsb_error"] is not None and sim["max_lsb_error"] > lsb_limit + 1e-3:
-            failures.append(f"{name}: parity vs simulation {sim['max_lsb_error']:.3f} LSB > limit {lsb_limit} LSB")
-        if g.max_accuracy_drop is not None and float_acc is not None and t["accuracy"] is not None:
-            drop = float_acc - t["accuracy"]
-            if drop > g.max_accuracy_drop:
-                failures.append(f"{name}: accuracy drop {drop:.2f} pp > limit {g.max_accuracy_drop} pp")
-        if g.min_sqnr_db is not None and flt["sqnr_db"] < g.min_sqnr_db:
-            failures.append(f"{name}: SQNR vs float {flt['sqnr_db']:.2f} dB < limit {g.min_sqnr_db} dB")
-        if g.min_top1_agreement is not None and flt["top1_agreement"] is not None and flt["top1_agreement"] < g.min_top1_agreement:
-            failures.append(f"{name}: top-1 agreement {flt['top1_agreement']:.4f} < limit {g.min_top1_agreement}")
-    return failures
+        m = Measured(t.get("accuracy"), _number(flt["sqnr_db"]), flt["top1_agreement"], sim["max_lsb_error"], t["tolerance_lsb"])
+        checks += evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
+    return checks
+
+
+def require_measurable(recipe: Recipe, labelled: bool, data: str) -> None:
+    """Refuse, before any work, an accuracy gate the evaluation data cannot measure.
+
+    Raises:
+        DataError: a ``max_accuracy_drop`` gate (global or per target) and no labels in ``data``.
+    """
+    if labelled:
+        return
+    wanted = [("gates", recipe.gates)] + [(f"target_gates.{k}", g) for k, g in recipe.target_gates.items()]
+    for where, g in wanted:
+        if g.max_accuracy_drop is not None:
+            raise DataError(f"recipe {where}.max_accuracy_drop needs labelled evaluation data, but {data} has no labels "
+                            "(give a .npz with 'y', or an image folder with one sub-folder per class)")
+
+
+def _number(v: object) -> float | None:
+    """A JSON metric as a float: ``inf`` stays, NaN (written as null) becomes None."""
+    if v is None:
+        return None
+    f = float(v)  # type: ignore[arg-type]
+    return None if math.isnan(f) else f

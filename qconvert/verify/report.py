@@ -1,4 +1,4 @@
-"""report.json (machine-readable) and report.md (people), plus the terminal table."""
+"""report.json (machine-readable), report.md and report.html (people), plus the terminal table."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qconvert.verify.html import render_html
+
 __all__ = ["write_reports", "summary_table"]
 
 
 def write_reports(out: Path, report: dict[str, Any]) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
     (out / "report.md").write_text(_markdown(report))
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
 
 
 def _json_default(o: object) -> object:
@@ -76,8 +79,16 @@ def _markdown(report: dict[str, Any]) -> str:
             )
             f = t["vs_float"]
             lines.append(f"- vs float: SQNR {_fmt(f['sqnr_db'])} dB, max abs {_fmt(f['max_abs_error'], '.3g')}, cosine {_fmt(f['cosine'], '.6f')}")
+        worst = (t.get("layers") or {}).get("layers") or []
+        if worst:
+            lines.append("- worst layers (SQNR vs float): " + ", ".join(f"`{w['module'] or w['key']}` {_fmt(w['sqnr_db'])} dB" for w in worst[:3]))
         for n in t["notes"]:
             lines.append(f"- note: {n}")
+        lines.append("")
+    fb = report.get("fallback")
+    if fb:
+        kept = ", ".join(f"`{n}`" for n in fb["layers"]) or "none needed"
+        lines.append(f"## automatic fallback\n- kept at {fb['keep']}: {kept}" + (f" (recipe written to `{fb['recipe_file']}`)" if fb["recipe_file"] else ""))
         lines.append("")
     g = report.get("gates", {})
     lines.append("## gates")

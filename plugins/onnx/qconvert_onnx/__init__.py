@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
 from qconvert_onnx.options import OnnxOptions
 
@@ -55,3 +55,29 @@ class OnnxTarget(Target):
         from qconvert_onnx.runtime import run_onnx
 
         return run_onnx(artifact.path, inputs)
+
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                batch_sizes: tuple[int, ...]) -> Latency | None:
+        import numpy as np
+
+        from qconvert_onnx.export import export_float_model
+        from qconvert_onnx.latency import count_int8_nodes, median_ms
+
+        float_bytes = export_float_model(qmodel).SerializeToString()
+        int8_ms, float_ms = [], []
+        for b in batch_sizes:
+            feeds = {n: _example(t, b) for n, t in zip(artifact.input_names, qmodel.example_inputs)}
+            int8_ms.append(median_ms(str(artifact.path), feeds))
+            float_ms.append(median_ms(float_bytes, feeds))
+        int8_nodes, float_nodes, float_ops = count_int8_nodes(str(artifact.path))
+        _ = np
+        return Latency(self.runtime_version(), batch_sizes, tuple(int8_ms), tuple(float_ms), int8_nodes, float_nodes, float_ops)
+
+
+def _example(t: object, batch: int) -> np.ndarray:
+    """A batch of inputs shaped and typed like the example input (values do not matter for timing)."""
+    import numpy as np
+
+    arr = t.numpy()  # type: ignore[attr-defined]
+    reps = (batch + arr.shape[0] - 1) // arr.shape[0]
+    return np.ascontiguousarray(np.concatenate([arr] * reps)[:batch])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["replace_dynamic_linears", "translation_table", "dynamic_linear_count"]
+__all__ = ["dynamic_linear_count", "replace_dynamic_linears", "translation_table"]
 
 _qd = torch.ops.quantized_decomposed
 _DQ_DYN, _DQ_CH, _DQ = _qd.dequantize_per_tensor.tensor, _qd.dequantize_per_channel.default, _qd.dequantize_per_tensor.default

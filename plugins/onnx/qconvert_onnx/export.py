@@ -17,12 +17,22 @@ from qconvert.core.quantize import QuantizedModel
 from qconvert.targets.base import Artifact
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.options import OnnxOptions
+from qconvert_onnx.rewrite import reduce_mean_to_global_pool
 
-__all__ = ["export_qdq", "weight_dequantize_count", "export_onnx_model"]
+__all__ = ["export_qdq", "weight_dequantize_count", "export_onnx_model", "export_float_model"]
 
 
 def export_onnx_model(qmodel: QuantizedModel) -> onnx.ModelProto:
     """The Q/DQ graph as an in-memory ONNX model with a dynamic batch dimension."""
+    return _export(replace_dynamic_linears(qmodel.graph), qmodel)
+
+
+def export_float_model(qmodel: QuantizedModel) -> onnx.ModelProto:
+    """The float graph the quantized one came from (BatchNorm folded by onnxruntime), for latency baselines."""
+    return _export(qmodel.captured.graph, qmodel)
+
+
+def _export(gm: torch.nn.Module, qmodel: QuantizedModel) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = tuple({0: batch} for _ in qmodel.example_inputs)
     quiet = logging.getLogger("torch.onnx")
@@ -32,7 +42,7 @@ def export_onnx_model(qmodel: QuantizedModel) -> onnx.ModelProto:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                replace_dynamic_linears(qmodel.graph), qmodel.example_inputs, dynamo=True, dynamic_shapes=dynamic,
+                gm, qmodel.example_inputs, dynamo=True, dynamic_shapes=dynamic,
                 input_names=list(qmodel.input_names), output_names=_output_names(qmodel), verbose=False,
                 custom_translation_table=translation_table(),
             )
@@ -68,6 +78,7 @@ def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, target: str) -> Artifact:
     model = export_onnx_model(qmodel)
     clips = narrow_ranges(model, qmodel)
+    pools = reduce_mean_to_global_pool(model)
     if options.simplify:
         model = _simplify(model)
     onnx.checker.check_model(model, full_check=True)
@@ -79,7 +90,8 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         input_names=tuple(i.name for i in model.graph.input),
         output_names=tuple(o.name for o in model.graph.output),
         extra={"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-               "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips},
+               "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips,
+               "reduce_mean_as_global_pool": pools},
     )
 
 

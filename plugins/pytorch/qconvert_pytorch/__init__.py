@@ -1,0 +1,70 @@
+"""qconvert target ``pytorch``: int8 kernels in plain torch (oneDNN/fbgemm on x86, qnnpack on ARM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.placement import Placement
+from qconvert_pytorch.options import PyTorchOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qconvert.core.quantize import QuantizedModel
+
+__all__ = ["PyTorchOptions", "PyTorchTarget"]
+
+
+class PyTorchTarget(Target):
+    """A file plain torch loads: an ExportedProgram for inductor, or TorchScript of quantized modules."""
+
+    name = "pytorch"
+    description = "int8 PyTorch (inductor/oneDNN .pt2 or TorchScript quantized modules), verified in torch"
+    Options = PyTorchOptions
+    #: oneDNN and fbgemm match the simulation within 1 output step; each artifact declares its own
+    #: tolerance (qnnpack and dynamic quantization differ more, see ``export.TOLERANCE_LSB``).
+    parity_tolerance_lsb = 1.0
+
+    def available(self) -> Availability:
+        import torch
+
+        engines = set(torch.backends.quantized.supported_engines)
+        if not engines & {"x86", "fbgemm", "qnnpack"}:
+            return Availability(False, "this torch build has no quantized engine (x86/fbgemm/qnnpack): install a stock torch wheel")
+        return Availability(True)
+
+    def runtime_version(self) -> str:
+        import torch
+
+        return f"torch {torch.__version__}"
+
+    def constraints(self, options: TargetOptions) -> QuantConstraints:
+        assert isinstance(options, PyTorchOptions)
+        # Integer kernels take uint8 activations with a zero point and int8 symmetric weights (oneDNN
+        # requires zero weight zero points). fbgemm's dynamic kernels halve the activation range
+        # (reduce_range) so they cannot overflow int16 on CPUs without VNNI; qnnpack ignores it.
+        return QuantConstraints(
+            activation_modes=frozenset({"asym_u"}), weight_modes=frozenset({"sym"}),
+            max_activation_bits=8, max_weight_bits=8,
+            dynamic_ops=frozenset({"linear", "lstm", "gru", "embedding"}),
+            dynamic_activation_bits=7 if options.backend == "x86" else 8,
+        )
+
+    def placement(self, options: TargetOptions) -> Placement:
+        # oneDNN, fbgemm and qnnpack take float biases and quantize them with input x weight scale
+        # themselves; inductor's int8 patterns only match a float bias.
+        return Placement(int32_bias=False, name="pytorch")
+
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+        from qconvert_pytorch.export import emit_pytorch
+
+        assert isinstance(options, PyTorchOptions)
+        return emit_pytorch(qmodel, out_dir, options, self.name)
+
+    def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from qconvert_pytorch.runtime import run_pytorch
+
+        return run_pytorch(artifact.path, artifact.extra["lowering"], artifact.extra["backend"], artifact.input_names, inputs)

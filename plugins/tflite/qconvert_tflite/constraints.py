@@ -1,0 +1,24 @@
+"""What full-integer TFLite can represent, as ``QuantConstraints`` the core enforces.
+
+TFLite's int8 kernels take symmetric int8 weights (zero point 0, [-127, 127], per
+channel on the output-channel axis for conv, depthwise conv and fully connected),
+int8 activations with a zero point, and int32 biases with scale = input scale x
+weight scale. uint8 activations are the same grid as int8 with the zero point
+moved by 128, so ``asym_u`` is stored that way and changes no value.
+"""
+
+from __future__ import annotations
+
+from qconvert.targets.constraints import QuantConstraints
+
+__all__ = ["TFLITE_CONSTRAINTS"]
+
+TFLITE_CONSTRAINTS = QuantConstraints(
+    activation_modes=frozenset({"asym_s", "sym"}),
+    weight_modes=frozenset({"sym"}),
+    max_activation_bits=8,
+    max_weight_bits=8,
+    weight_per_channel=True,
+    activation_mode_equivalents=(("asym_u", "asym_s"),),
+    notes=("asym_u activations are stored as int8 with zero point - 128 (the same grid)",),
+)

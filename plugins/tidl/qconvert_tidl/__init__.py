@@ -1,0 +1,73 @@
+"""qconvert target ``tidl``: TI TIDL (Jacinto 7 / TDA4x) via power-of-two Clip models and TIDL configs.
+
+TIDL cannot run here. The artifact is the float Clip model TIDL imports
+(verified in onnxruntime); the device is predicted by an integer simulation
+of the power-of-two Q/DQ graph with TIDL's rounding (``extra_checks``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qconvert.targets.base import Artifact, Availability, CheckContext, ExtraChecks, Target, TargetOptions
+from qconvert.targets.constraints import QuantConstraints
+from qconvert_tidl.options import TidlOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qconvert.core.quantize import QuantizedModel
+
+__all__ = ["TidlOptions", "TidlTarget"]
+
+
+class TidlTarget(Target):
+    """Clip models (ONNX, TFLite), TIDL import config and OSRT compile options, device predicted by simulation."""
+
+    name = "tidl"
+    description = "TI TIDL: power-of-two Clip models + import/compile configs; device predicted by integer simulation"
+    Options = TidlOptions
+    #: The Clip model is float between its Clips, so it differs from the simulation by the
+    #: per-layer rounding it skips. Measured max over the eval sets: 4.6 steps (digits), 6.4
+    #: (mbv2_digits); 16 leaves room for deeper models while a wrong range or weight grid
+    #: (an output clipped or scaled off) still shows as tens to hundreds of steps.
+    parity_tolerance_lsb = 16.0
+
+    def available(self) -> Availability:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as e:
+            return Availability(False, f"{e.name} is not installed: pip install onnx onnxscript onnxruntime")
+        return Availability(True)
+
+    def runtime_version(self) -> str:
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__} (Clip model); TIDL simulated"
+
+    def constraints(self, options: TargetOptions) -> QuantConstraints:
+        from qconvert_tidl.constraints import tidl_constraints
+
+        assert isinstance(options, TidlOptions)
+        return tidl_constraints(options)
+
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+        from qconvert_tidl.emit import emit_tidl
+
+        assert isinstance(options, TidlOptions)
+        return emit_tidl(qmodel, out_dir, options, self.name)
+
+    def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from qconvert_tidl.runtime import run_onnx
+
+        return run_onnx(artifact.path, inputs)
+
+    def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                     ctx: CheckContext) -> ExtraChecks | None:
+        from qconvert_tidl.predict import device_checks
+
+        assert isinstance(options, TidlOptions)
+        return device_checks(qmodel, artifact, options, ctx)

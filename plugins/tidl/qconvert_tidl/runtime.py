@@ -1,0 +1,51 @@
+"""Run the Clip models here: ONNX in onnxruntime, TFLite in ai-edge-litert. numpy only, no torch."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["run_onnx", "run_tflite", "tflite_available"]
+
+
+@lru_cache(maxsize=8)
+def _session(path: str, mtime: float) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    sess = _session(str(path), path.stat().st_mtime)
+    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
+    return [np.asarray(o) for o in sess.run(None, feed)]
+
+
+def tflite_available() -> bool:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_tflite(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run a static-batch-1 TFLite model sample by sample; inputs in signature order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+    results: list[list[np.ndarray]] = [[] for _ in outs]
+    for i in range(len(inputs[0])):
+        for detail, x in zip(ins, inputs):
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(x[i : i + 1]))
+        interpreter.invoke()
+        for r, detail in zip(results, outs):
+            r.append(interpreter.get_tensor(detail["index"]).copy())
+    return [np.concatenate(r) for r in results]

@@ -1,0 +1,91 @@
+"""Compile an ONNX QDQ model with TVM Relax for one LLVM target and export it.
+
+Host targets give a shared library the Relax VM loads. A foreign architecture is
+cross-linked with ``<mtriple>-g++`` when that toolchain is installed; without it
+the object files go into a ``.tar`` (``tvm.runtime.load_module`` links them on the
+board) next to the Relax module as JSON, and the artifact is not runnable here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from qconvert.errors import BadInputError
+from qconvert_tvm.target_spec import TargetSpec
+
+__all__ = ["Compiled", "TvmCompileError", "compile_onnx"]
+
+
+class TvmCompileError(BadInputError):
+    """TVM rejects the target or cannot import/compile the model (exit 2, one line)."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What ``compile_onnx`` wrote: the file to load, whether it runs here, and why not."""
+
+    main_file: str
+    runnable: bool
+    files: tuple[str, ...]
+    notes: tuple[str, ...]
+    target_json: str
+
+
+def _tvm_target(spec: TargetSpec) -> Any:
+    import tvm
+
+    try:
+        return tvm.target.Target(spec.as_tvm())
+    except Exception as e:  # TVM raises ValueError/TVMError for unknown keys and values
+        raise TvmCompileError(f"targets.tvm.target: TVM rejects '{spec.text}': {str(e).splitlines()[0][:200]}") from e
+
+
+def _relax_module(model: onnx.ModelProto) -> Any:
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return from_onnx(model, keep_params_in_input=False)
+    except Exception as e:  # an ONNX op or attribute the Relax frontend does not cover
+        raise TvmCompileError(f"TVM's Relax ONNX frontend cannot import the model: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+
+
+def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, file_name: str, cross_compiler: str | None) -> Compiled:
+    """Build ``model`` for ``spec`` into ``out_dir``; see the module docstring for the three outcomes."""
+    from tvm import relax
+
+    target = _tvm_target(spec)
+    mod = _relax_module(model)
+    executable = relax.build(mod, target=target)
+    target_json = str(target)
+    if spec.is_host:
+        executable.export_library(str(out_dir / file_name))
+        return Compiled(file_name, True, (file_name,), (), target_json)
+    cc = cross_compiler or f"{spec.mtriple}-g++"
+    if shutil.which(cc):
+        from tvm.support import cc as tvm_cc
+
+        executable.export_library(str(out_dir / file_name), fcompile=tvm_cc.cross_compiler(cc))
+        note = f"cross-compiled for {spec.arch} with {cc}; load it on the board with the TVM runtime (not run here)"
+        return Compiled(file_name, False, (file_name,), (note,), target_json)
+    return _without_toolchain(mod, executable, spec, out_dir, cc, target_json)
+
+
+def _without_toolchain(mod: Any, executable: Any, spec: TargetSpec, out_dir: Path, cc: str, target_json: str) -> Compiled:
+    import tvm
+
+    objects, relax_json = "model.tar", "model.relax.json"
+    executable.export_library(str(out_dir / objects))
+    (out_dir / relax_json).write_text(tvm.ir.save_json(mod))
+    note = (f"no cross toolchain for {spec.arch} ('{cc}' is not on PATH): wrote the Relax module ({relax_json}) and "
+            f"unlinked {spec.arch} object files ({objects}; tvm.runtime.load_module links them on the board); not run here")
+    return Compiled(objects, False, (objects, relax_json), (note,), target_json)

@@ -1,0 +1,171 @@
+"""The shape of report.json, as pydantic models; ``schemas/report.schema.json`` is generated from them.
+
+The build assembles the report as plain JSON-ready data; these models are the contract a
+CI job or dashboard reads against, and a test validates real reports with both the models
+and the committed schema. A target's entry allows extra keys: plugins add their own
+results there (``checks``) and the core grows (``latency``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Report", "report_json_schema", "report_json_schema_text"]
+
+# SQNR of two identical outputs is +inf, which report.json writes as Infinity.
+Num = float
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Comparison(_Strict):
+    """One output compared with a reference over the evaluation set."""
+
+    samples: int = Field(..., description="Samples compared.")
+    sqnr_db: Num | None = Field(..., description="Signal-to-quantization-noise ratio, dB (Infinity when equal, null when NaN).")
+    max_abs_error: Num | None = Field(..., description="Largest absolute difference.")
+    cosine: Num | None = Field(..., description="Cosine similarity of the flattened outputs.")
+    top1_agreement: Num | None = Field(..., description="Fraction of samples whose arg-max matches; null when not a classifier.")
+    max_lsb_error: Num | None = Field(..., description="max_abs_error in output quantization steps; null without a step.")
+
+
+class LayerSqnr(_Strict):
+    key: str = Field(..., description="Tensor key (producing node), as in stats/ and the manifest.")
+    module: str = Field(..., description="Module that produces the tensor ('' for the model input or functional ops).")
+    sqnr_db: Num | None = Field(..., description="SQNR of the dequantized activation vs the float one, dB.")
+
+
+class HistBins(_Strict):
+    lo: Num = Field(..., description="Left edge of the first bar.")
+    hi: Num = Field(..., description="Right edge of the last bar.")
+    counts: list[int] = Field(..., description="Calibration values per equal-width bar (exact sums of the stats/ histogram bins).")
+
+
+class LayerHistogram(_Strict):
+    key: str = Field(..., description="Tensor key.")
+    module: str = Field(..., description="Producing module.")
+    method: str = Field(..., description="Range method that chose the clip range.")
+    clip: list[Num] = Field(..., min_length=2, max_length=2, description="Chosen clip range [lo, hi].")
+    grid: list[Num] = Field(..., min_length=2, max_length=2, description="Range the integer grid represents [lo, hi] (scale and zero point).")
+    observed: list[Num] = Field(..., min_length=2, max_length=2, description="Observed [min, max] during calibration.")
+    bins: HistBins
+
+
+class Layers(_Strict):
+    samples: int = Field(..., description="Evaluation samples run through the float and the quantized graph.")
+    layers: list[LayerSqnr] = Field(..., description="Every quantized activation, worst SQNR first.")
+    histograms: list[LayerHistogram] = Field(..., description="Calibration histograms of the worst layers.")
+
+
+class TargetEntry(BaseModel):
+    """One target's artifact and how it compared."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    artifact: str = Field(..., description="Main artifact file, relative to OUT.")
+    runtime: str = Field(..., description="Runtime and version used to verify.")
+    executed: bool = Field(..., description="Whether the artifact ran here.")
+    executed_in: str | None = Field(..., description="What ran it when not the target's own runtime.")
+    notes: list[str] = Field(..., description="Notes and adaptations.")
+    tolerance_lsb: Num = Field(..., description="Declared artifact-vs-simulation tolerance, output steps.")
+    size_bytes: int | None = Field(..., description="Artifact file size.")
+    accuracy: Num | None = Field(None, description="Top-1 accuracy of the artifact, %, when labelled.")
+    simulation_accuracy: Num | None = Field(None, description="Top-1 accuracy of the torch simulation, %.")
+    output_scale: Num | None = Field(None, description="Scale of the first output's dequantize.")
+    parity_step: Num | None = Field(None, description="Step parity is measured in.")
+    vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation.")
+    vs_float: Comparison | None = Field(None, description="Artifact vs the float model.")
+    latency: dict[str, Any] | None = Field(None, description="Per-batch latency of artifact and float model, when measured.")
+    layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
+
+
+class GateCheckEntry(_Strict):
+    target: str
+    metric: Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement"]
+    value: Num | None = Field(..., description="Measured value; null when not measurable.")
+    limit: Num
+    passed: bool
+
+
+class GatesEntry(_Strict):
+    passed: bool
+    failures: list[str] = Field(..., description="One line per failed gate: target, metric, value, limit.")
+    checks: list[GateCheckEntry] = Field([], description="Every gate checked.")
+
+
+class SimulatedScore(_Strict):
+    accuracy: Num | None
+    sqnr_db: Num | None
+    top1_agreement: Num | None
+
+
+class FallbackStepEntry(_Strict):
+    layers: list[str]
+    simulated: SimulatedScore
+    simulation_passed: bool
+    built: bool | None = Field(..., description="null: not built (the simulation already failed the gates).")
+    failures: list[str]
+
+
+class Fallback(_Strict):
+    metric: Literal["accuracy", "sqnr"]
+    keep: Literal["float", "int16"]
+    max_layers: int
+    layers: list[str] = Field(..., description="Layers kept at higher precision, in the order added.")
+    passed: bool
+    recipe_file: str | None = Field(..., description="Recipe written into OUT with the layers spelled out.")
+    steps: list[FallbackStepEntry]
+    ranking: dict[str, Any] | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
+
+
+class Calibration(_Strict):
+    ranges: str
+    stats: str
+    method: str
+    samples: int | None
+    tensors: int
+
+
+class EvalInfo(_Strict):
+    data: str
+    samples: int
+    held_out: bool
+    labelled: bool
+
+
+class FloatInfo(_Strict):
+    accuracy: Num | None
+
+
+class Report(_Strict):
+    """report.json of one ``qconvert build``."""
+
+    qconvert_version: str
+    torch_version: str
+    model: str
+    recipe: str
+    recipe_hash: str = Field(..., pattern="^[0-9a-f]{64}$")
+    inputs: dict[str, list[int]] = Field(..., description="Per-sample input shapes (batch excluded).")
+    calibration: Calibration
+    eval: EvalInfo
+    float: FloatInfo
+    targets: dict[str, TargetEntry]
+    gates: GatesEntry
+    fallback: Fallback | None = None
+
+
+def report_json_schema() -> dict[str, object]:
+    schema = Report.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://qconvert.dev/schemas/report.schema.json"
+    return schema
+
+
+def report_json_schema_text() -> str:
+    """The exact text committed as schemas/report.schema.json."""
+    return json.dumps(report_json_schema(), indent=2, sort_keys=True) + "\n"
