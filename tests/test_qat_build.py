@@ -66,6 +66,9 @@ def test_onnx_from_checkpoint_matches_the_qat_model_within_one_step(trained: dic
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["calibration"]["ranges"] == "learned (QAT)"
+    with torch.no_grad():  # the float reference is the model before QAT, which the checkpoint carries
+        float_acc = 100.0 * float(np.mean(tiny()(trained["x"]).argmax(1).numpy() == np.arange(40) % 3))
+    assert report["float"]["accuracy"] == pytest.approx(float_acc)
     assert "ranges: learned (QAT)" in (out / "report.md").read_text()
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     scale = manifest["tolerance"]["output_scale"]

@@ -49,6 +49,7 @@ class LearnedRanges:
 class CheckpointBuild:
     recipe: Recipe
     recipe_path: Path
+    #: The float model before QAT: the build's float reference.
     model: GraphModule
     captured: Captured
     learned: LearnedRanges
@@ -66,7 +67,7 @@ def open_for_build(model_ref: str, recipe_path: Path | None, *, weights: Path | 
             raise BadInputError(f"{what} with a QAT checkpoint: its weights and ranges were trained; drop {what}")
     ck = read(model_ref)
     recipe, source = _recipe(ck, recipe_path)
-    return CheckpointBuild(_build_recipe(recipe), source, ck.graph, ck.captured(), _learned(ck, recipe))
+    return CheckpointBuild(_build_recipe(recipe), source, ck.reference, ck.captured(), _learned(ck, recipe))
 
 
 def _recipe(ck: QATCheckpoint, recipe_path: Path | None) -> tuple[Recipe, Path]:

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import io
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from torch.fx import GraphModule
 import qconvert
 from qconvert.core.capture import Captured, graph_fingerprint
 from qconvert.errors import BadInputError, ModelLoadError
-from qconvert.qat.model import QATModel
+from qconvert.qat.model import Origin, QATModel
 from qconvert.recipe.model import Recipe
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "QATCheckpoint", "is_checkpoint_ref", "load", "read", "save"]
@@ -52,6 +53,8 @@ class QATCheckpoint:
     recipe: Recipe
     #: The trained float model, BatchNorm unfolded, as ``ExportedProgram.module()``.
     graph: GraphModule
+    #: The float model before QAT (same graph, the weights ``prepare`` was given).
+    reference: GraphModule
     input_names: tuple[str, ...]
     example_inputs: tuple[torch.Tensor, ...]
     fingerprint: str
@@ -109,7 +112,8 @@ def _payload(model: QATModel) -> dict[str, Any]:
         "qconvert_version": qconvert.__version__,
         "torch_version": str(torch.__version__),
         "recipe": origin.recipe.model_dump_json(),
-        "program": _program_bytes(model),
+        "program": _program_bytes(model.origin, model.float_state()),
+        "reference_program": _program_bytes(model.origin, None),
         "input_names": list(origin.input_names),
         "example_inputs": [t.detach().clone() for t in origin.example_inputs],
         "fingerprint": origin.fingerprint,
@@ -121,15 +125,18 @@ def _payload(model: QATModel) -> dict[str, Any]:
     }
 
 
-def _program_bytes(model: QATModel) -> torch.Tensor:
-    """The trained float model, exported as the captured graph was (non-strict keeps its node
-    names and module paths, so the fingerprint and the ranges' keys stay valid)."""
-    origin = model.origin
-    graph = copy.deepcopy(origin.float_graph)
-    graph.load_state_dict(model.float_state(), strict=True)
+def _program_bytes(origin: Origin, trained: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """The float graph with the ``trained`` state (or the reference model's, if None), exported as
+    the captured graph was (non-strict keeps its node names and module paths, so the fingerprint
+    and the ranges' keys stay valid)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(graph, origin.example_inputs, dynamic_shapes=tuple({0: batch} for _ in origin.example_inputs),
-                                  strict=False)
+    with warnings.catch_warnings():  # torch's own deprecation notices while copying and exporting
+        warnings.simplefilter("ignore")
+        graph = copy.deepcopy(origin.float_graph if trained is not None else origin.reference)
+        if trained is not None:
+            graph.load_state_dict(trained, strict=True)
+        program = torch.export.export(graph, origin.example_inputs, dynamic_shapes=tuple({0: batch} for _ in origin.example_inputs),
+                                      strict=False)
     if graph_fingerprint(program.module(), origin.example_inputs) != origin.fingerprint:
         raise RuntimeError("re-exporting the trained graph changed it; the checkpoint would not match its ranges")
     buf = io.BytesIO()
@@ -207,11 +214,11 @@ def _load_raw(path: Path) -> dict[str, Any]:
 
 
 def _parse(path: Path, raw: dict[str, Any]) -> QATCheckpoint:
-    program = torch.export.load(io.BytesIO(raw["program"].numpy().tobytes()))
     return QATCheckpoint(
         path=path,
         recipe=Recipe.model_validate_json(raw["recipe"]),
-        graph=program.module(),
+        graph=_program(raw["program"]),
+        reference=_program(raw["reference_program"]),
         input_names=tuple(str(n) for n in raw["input_names"]),
         example_inputs=tuple(raw["example_inputs"]),
         fingerprint=str(raw["fingerprint"]),
@@ -223,13 +230,20 @@ def _parse(path: Path, raw: dict[str, Any]) -> QATCheckpoint:
     )
 
 
+def _program(data: torch.Tensor) -> GraphModule:
+    with warnings.catch_warnings():  # torch's own deprecation notices while unpickling its tree specs
+        warnings.simplefilter("ignore")
+        return torch.export.load(io.BytesIO(data.numpy().tobytes())).module()
+
+
 def _check_graph(ck: QATCheckpoint) -> None:
-    found = graph_fingerprint(ck.graph, ck.example_inputs)
-    if found != ck.fingerprint:
-        raise ModelLoadError(
-            f"{ck.path}: its graph (fingerprint {found}) is not the one its ranges were learned on "
-            f"(fingerprint {ck.fingerprint}): the checkpoint mixes two models"
-        )
+    for graph in (ck.graph, ck.reference):
+        found = graph_fingerprint(graph, ck.example_inputs)
+        if found != ck.fingerprint:
+            raise ModelLoadError(
+                f"{ck.path}: its graph (fingerprint {found}) is not the one its ranges were learned on "
+                f"(fingerprint {ck.fingerprint}): the checkpoint mixes two models"
+            )
     names = {n.name for n in ck.graph.graph.nodes}
     foreign = sorted(k for k in ck.activations if k not in names)
     if foreign:
@@ -250,7 +264,7 @@ def load(path: str | Path) -> QATModel:
     from qconvert.qat.prepare import prepare_captured
 
     ck = read(path)
-    model = prepare_captured(ck.captured(), ck.recipe)
+    model = prepare_captured(ck.captured(), ck.recipe, reference=ck.reference)
     try:
         model.load_state_dict(ck.state, strict=True)
     except RuntimeError as e:

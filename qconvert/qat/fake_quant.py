@@ -62,6 +62,11 @@ class FakeQuant(nn.Module):
     placement) and returns its input unchanged.
     """
 
+    amax: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(self, spec: TensorQuant, learn: RangeLearning, channels: int = 1, ema_decay: float = 0.99,
                  passive: bool = False) -> None:
         super().__init__()

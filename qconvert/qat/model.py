@@ -25,6 +25,9 @@ class Origin:
     input_names: tuple[str, ...]
     example_inputs: tuple[torch.Tensor, ...]
     fingerprint: str
+    #: The float model ``prepare`` was given, as captured: what a build compares with (the
+    #: "float" row of its report), so the drop it shows is the drop from the model before QAT.
+    reference: GraphModule
 
 
 class QATModel(nn.Module):
@@ -35,6 +38,8 @@ class QATModel(nn.Module):
     rounding of biases). It wraps in ``DistributedDataParallel`` like any module. The
     caller's model is never modified.
     """
+
+    steps: torch.Tensor
 
     def __init__(self, graph: GraphModule, origin: Origin) -> None:
         super().__init__()

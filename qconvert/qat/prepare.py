@@ -69,8 +69,10 @@ def prepare(model: nn.Module, recipe: Recipe | str | Path, example_inputs: tuple
     return prepare_captured(captured, recipe, stats)
 
 
-def prepare_captured(captured: Captured, recipe: Recipe, stats: StatsSet | None = None) -> QATModel:
-    """``prepare`` from an already captured graph (a checkpoint's program)."""
+def prepare_captured(captured: Captured, recipe: Recipe, stats: StatsSet | None = None,
+                     reference: GraphModule | None = None) -> QATModel:
+    """``prepare`` from an already captured graph (a checkpoint's program); ``reference`` is the
+    float model before QAT, when ``captured`` is not it."""
     if stats is not None and stats.fingerprint != captured.fingerprint:
         raise StatsError(
             f"calibration statistics come from another model or input shape (fingerprint {stats.fingerprint}, "
@@ -79,7 +81,8 @@ def prepare_captured(captured: Captured, recipe: Recipe, stats: StatsSet | None 
     prepared = _placement(captured, recipe)
     make = _FakeQuantFactory(recipe, stats, prepared)
     graph = training_graph(captured.graph, prepared, make)
-    origin = Origin(recipe, captured.graph, captured.input_names, captured.example_inputs, captured.fingerprint)
+    origin = Origin(recipe, captured.graph, captured.input_names, captured.example_inputs, captured.fingerprint,
+                    reference if reference is not None else captured.graph)
     qat = QATModel(graph, origin)
     qat.eval()
     with torch.no_grad():  # ranges not set from statistics start from the example inputs

@@ -13,6 +13,7 @@ ranges are the keys a build looks up.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -20,6 +21,7 @@ from torch.fx import GraphModule, Node
 
 from qconvert.core.graph import OpKind, op_kind
 from qconvert.core.observer import QObserver
+from qconvert.errors import CaptureError
 from qconvert.qat.convbn import ConvBnQAT
 from qconvert.qat.fake_quant import BiasFakeQuant, FakeQuant
 
@@ -37,7 +39,9 @@ def training_graph(float_graph: GraphModule, prepared: GraphModule, make_fq: Mak
     ``prepared`` is ``prepare_pt2e`` of a copy of ``float_graph`` with the core's quantizer;
     observers that feed nothing (coverage for other placements) become passive observers.
     """
-    gm = copy.deepcopy(float_graph)
+    with warnings.catch_warnings():  # torch's own deprecation notices while copying a graph module
+        warnings.simplefilter("ignore")
+        gm = copy.deepcopy(float_graph)
     rewriter = _Rewriter(gm, prepared, make_fq)
     rewriter.fold_conv_bn()
     rewriter.place_fake_quants()
@@ -108,6 +112,8 @@ class _Rewriter:
                 self._place_activation(node, obs)
 
     def _place_weight(self, node: Node, obs: QObserver) -> None:
+        if len(node.users) != 1:
+            raise CaptureError(f"weight '{obs.spec.key}' is used by {len(node.users)} layers; QAT quantizes each weight for one layer")
         (user,) = node.users
         weight = attr_of(self.prepared, str(node.args[0].target))  # type: ignore[union-attr]
         channels = weight.shape[obs.ch_axis] if obs.ch_axis is not None else 1
