@@ -13,6 +13,7 @@ from qconvert import qat
 from qconvert.core.capture import capture
 from qconvert.core.plan import TensorQuant
 from qconvert.core.quantize import calibrate, quantize
+from qconvert.core.scheme import int_range, qparams_from_range
 from qconvert.errors import RecipeError
 from qconvert.io.model import load_model
 from qconvert.qat.convbn import ConvBnQAT
@@ -96,8 +97,6 @@ def test_pact2_keeps_power_of_two_scales_and_the_grid_a_build_derives() -> None:
     scale, _ = fq.qparams()
     assert float(torch.log2(scale)) == round(float(torch.log2(scale)))  # 1.3 / 7 -> 0.25
     lo, hi = fq.deployed_range()
-    from qconvert.core.scheme import int_range, qparams_from_range
-
     again, _ = qparams_from_range(lo, hi, spec.scheme, int_range(spec.scheme))
     assert float(again) == float(scale)
 
