@@ -133,3 +133,21 @@ def test_recipe_validate_command(tmp_path: Path, digits: dict[str, Path]) -> Non
     assert ok.exit_code == 0 and "ok" in ok.output
     bad = CliRunner().invoke(main, ["recipe", "validate", _case_recipe(tmp_path, "version: 2\n")])
     assert bad.exit_code == 2 and "recipe.yaml:1: version" in bad.output
+
+
+def test_saved_exported_program_builds(tmp_path: Path, digits: dict[str, Path]) -> None:
+    """--model file.pt2: a saved torch.export ExportedProgram is a model input like a factory."""
+    import torch
+
+    from qconvert.io.model import load_model
+
+    model = load_model(f"{digits['model']}:build", str(digits["weights"]))
+    batch = torch.export.Dim("batch")
+    ep = torch.export.export(model, (torch.zeros(2, 1, 16, 16),), dynamic_shapes=({0: batch},))
+    torch.export.save(ep, tmp_path / "digits.pt2")
+    args = _args(digits, tmp_path / "OUT", model=str(tmp_path / "digits.pt2"))
+    i = args.index("--weights")
+    del args[i : i + 2]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "OUT" / "onnx" / "model.onnx").is_file()

@@ -52,13 +52,21 @@ def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) ->
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = tuple({0: batch} for _ in example_inputs)
     was_training = model.training
-    model.eval()
+    _set_mode(model, False)
     try:
         ep = _export(model, example_inputs, dynamic)
     finally:
-        model.train(was_training)
+        _set_mode(model, was_training)
     gm = ep.module()
     return Captured(gm, names, example_inputs, _fingerprint(gm, example_inputs))
+
+
+def _set_mode(model: torch.nn.Module, training: bool) -> None:
+    # a loaded ExportedProgram's module refuses train()/eval(): its mode was fixed at export
+    try:
+        model.train(training)
+    except NotImplementedError:
+        pass
 
 
 def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...], dynamic: tuple[dict[int, object], ...]) -> torch.export.ExportedProgram:

@@ -25,7 +25,16 @@ def load_model(ref: str, weights: str | None = None) -> torch.nn.Module:
         model = _call_factory(ref)
     if weights is not None:
         _load_weights(model, Path(weights))
-    return model.eval()
+    return eval_mode(model)
+
+
+def eval_mode(model: torch.nn.Module) -> torch.nn.Module:
+    """Put a model in eval mode; an ExportedProgram's module refuses eval() and is
+    already captured in the mode it was exported in."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 def _load_pt2(path: Path) -> torch.nn.Module:
