@@ -15,6 +15,10 @@ from test_qat import W4A4, tiny, tiny_data
 from qconvert import qat
 from qconvert.recipe import recipe_from_text
 
+# Spawned gloo ranks hung once in a clean-clone CI run (no progress for minutes); until the cause is
+# found this test runs only in `make test-all`, so a hang cannot stall CI.
+pytestmark = pytest.mark.slow
+
 # BatchNorm frozen from the start: with batch statistics, two half batches are not one batch.
 RECIPE = W4A4 + "qat: {activation_ranges: lsq, weight_ranges: lsq, freeze_bn_after: 0}\n"
 STEPS, BATCH, LR = 3, 16, 0.05
