@@ -17,11 +17,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet18", "text", "bert_base"]
-MIN_REPS, BUDGET_S = 3, float(os.environ.get("QCONVERT_BENCH_SECONDS", "20"))
+BUDGET_S = float(os.environ.get("QCONVERT_BENCH_SECONDS", "20"))
 
 
 def run() -> None:
@@ -51,20 +49,9 @@ def run() -> None:
 
 
 def _median_ms(fns: dict[str, Callable[[], Any]]) -> dict[str, float]:
-    """Interleaved calls after two warm-ups each; median per function, in ms."""
-    for fn in fns.values():
-        fn()
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    start = time.perf_counter()
-    while min(len(v) for v in times.values()) < MIN_REPS or time.perf_counter() - start < BUDGET_S:
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-        if min(len(v) for v in times.values()) >= 50:
-            break
-    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+    from qconvert.verify.timing import interleaved_median_ms
+
+    return interleaved_median_ms(fns, BUDGET_S)
 
 
 def _artifact(model: Any, example: tuple[Any, ...], recipe_text: str, out: Path) -> Path:

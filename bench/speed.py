@@ -21,6 +21,7 @@ from qconvert.recipe import recipe_from_text
 
 BATCHES = (1, 16)
 CALIB_BATCHES = 4
+BUDGET_S = 12.0  # seconds of timing per model and batch size, all artifacts together
 
 
 def _calib(seed: int = 0) -> list[torch.Tensor]:
@@ -52,10 +53,11 @@ def run() -> None:
 
     from qconvert_onnx import OnnxTarget
     from qconvert_onnx.export import export_float_model
-    from qconvert_onnx.latency import count_int8_nodes, interleaved_median_ms
+    from qconvert_onnx.latency import count_int8_nodes, session_ms
 
     target = OnnxTarget()
-    print("Each row: median ms, models timed in turn within each round (robust to load changes); speedup vs fp32 in onnxruntime.")
+    print("Each row: median ms, models timed in turn, a block of runs each per round (robust to load changes and to\n"
+          "another session's spinning threads); speed-up vs fp32 in onnxruntime.")
     print("| model / artifact | batch 1 | batch 16 | int8 / float compute nodes |")
     print("|---|---|---|---|")
     for model_name in ("resnet18", "mobilenet_v2"):
@@ -76,7 +78,7 @@ def run() -> None:
                 except Exception as e:  # a peer failing is a result, not a crash of the bench
                     print(f"| {model_name} {label} | failed: {type(e).__name__}: {str(e)[:80]} | | |")
             models_ = {k: str(v) for k, v in paths.items()}
-            ms = {b: interleaved_median_ms(models_, {"x": np.random.default_rng(0).standard_normal((b, 3, 224, 224), np.float32)})
+            ms = {b: session_ms(models_, {"x": np.random.default_rng(0).standard_normal((b, 3, 224, 224), np.float32)}, BUDGET_S)
                   for b in BATCHES}
             for name, path in models_.items():
                 cells = [f"{ms[b][name]:.1f} ms" + ("" if name == "fp32" else f" ({ms[b]['fp32'] / ms[b][name]:.2f}x)") for b in BATCHES]

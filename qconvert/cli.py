@@ -205,6 +205,10 @@ def targets(only_available: bool, names_only: bool) -> None:
                     continue
                 state = "available" if av.ok else f"unavailable: {av.reason}"
                 click.echo(f"{name:10s} {state:12s}  {t.description}  [{reg.origin(name)}]")
+                fast = t.fast_types(t.parse_options({}))
+                if fast is not None:
+                    click.echo(f"{'':10s} default optimize_for: {fast.default} on {fast.device}: activations {fast.activation_mode}, "
+                               f"weights {fast.weight_mode} {fast.weight_granularity}")
             except QConvertError as e:
                 click.echo(f"{name:10s} broken: {e}")
 

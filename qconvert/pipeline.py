@@ -7,6 +7,7 @@ at the end, so a failed build never leaves a half-written OUT behind.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,13 +20,13 @@ import torch
 
 import qconvert
 from qconvert.core.capture import Captured, capture
-from qconvert.core.equalize import equalize
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
+from qconvert.core.equalize import equalize
 from qconvert.core.graph import module_names_of_graph
 from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
-from qconvert.errors import DataError, RecipeError, TargetUnavailableError
+from qconvert.errors import DataError, RecipeError, TargetUnavailableError, did_you_mean
 from qconvert.io.data import Dataset, open_dataset
 from qconvert.io.inputs import input_names_for
 from qconvert.io.model import load_model
@@ -37,12 +38,13 @@ from qconvert.recipe.model import Recipe
 from qconvert.sensitivity.fallback import run_fallback
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
+from qconvert.targets.speed import choose
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layerwise import layer_report
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert.verify.report import write_reports
 
-__all__ = ["BuildRequest", "BuildResult", "build", "prepare_session", "Session"]
+__all__ = ["BuildRequest", "BuildResult", "Session", "build", "prepare_session"]
 
 GOLDEN_SAMPLES = 8
 #: Batch sizes at which every runnable artifact is timed against the float model.
@@ -105,7 +107,7 @@ def prepare_session(model_ref: str, recipe_path: Path, calib_data: Path | None, 
     names = _names_for(model, shape_source)
     calib = open_dataset(calib_data, names, recipe.preprocess) if calib_data else None
     example = _example_inputs(recipe, input_shape, calib if calib else (open_dataset(data_for_shape, names, recipe.preprocess) if data_for_shape else None), names)
-    _check_fits(model, example)
+    _check_fits(model, example, model_ref)
     captured = capture(model, example)
     check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
     if recipe.equalization:
@@ -131,12 +133,19 @@ def _example_inputs(recipe: Recipe, input_shape: tuple[int, ...] | None, data: D
     return (torch.randn(2, *shape[1:]),)
 
 
-def _check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> None:
+def _check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...], model_ref: str = "") -> None:
     try:
         with torch.no_grad():
             model(*example)
     except Exception as e:
         shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}".replace("torch.", "") for t in example)
+        fixed = re.search(r"size\(\)\[0\] == (\d+)", str(e))
+        if model_ref.endswith(".pt2") and fixed:
+            raise DataError(
+                f"{model_ref} was exported with a fixed batch of {fixed.group(1)}; qconvert runs the model at several batch "
+                "sizes: export it again with a dynamic batch, e.g. torch.export.export(model, (x,), "
+                "dynamic_shapes=({0: torch.export.Dim('batch')},)), and save that"
+            ) from e
         raise DataError(f"the model cannot run on inputs of shape {shapes}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
@@ -151,6 +160,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     session = _session(req)
     recipe = session.recipe
     options = {t.name: t.parse_options(recipe.targets.get(t.name), str(session.recipe_path)) for t in targets}
+    _check_optimize_for(recipe, registry, str(session.recipe_path))
     eval_data = open_dataset(req.eval_data, session.captured.input_names, recipe.preprocess) if req.eval_data else session.calib
     if session.calib is None and req.stats is None and session.learned is None:
         raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
@@ -189,6 +199,14 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(req.out, report, tuple(failures))
+
+
+def _check_optimize_for(recipe: Recipe, registry: TargetRegistry, source: str) -> None:
+    if isinstance(recipe.optimize_for, dict):
+        for name in recipe.optimize_for:
+            if name not in registry.names():
+                raise RecipeError(f"{source}: optimize_for.{name}: no such target{did_you_mean(name, registry.names())}; "
+                                  "'qconvert targets' lists them")
 
 
 def _resolve_targets(req: BuildRequest, registry: TargetRegistry) -> list[Target]:
@@ -262,7 +280,10 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
 
 
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path) -> dict[str, Any]:
-    qmodel = quantize(session.captured, session.recipe, stats, target.constraints(options), target.name, target.placement(options),
+    constraints = target.constraints(options)
+    choice = choose(session.recipe, target.name, target.fast_types(options), constraints, target.placement(options))
+    placement = choice.placement
+    qmodel = quantize(session.captured, choice.recipe, stats, constraints, target.name, placement,
                       calibration_batches=session.calibration_batches, weight_ranges=session.learned.weights if session.learned else None)
     out_dir = tmp / target.name
     out_dir.mkdir()
@@ -272,7 +293,8 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         "runtime": target.runtime_version(),
         "executed": artifact.runnable,
         "executed_in": artifact.runs_in or None,
-        "notes": list(artifact.notes) + list(qmodel.warnings),
+        "optimize_for": choice.to_json(),
+        "notes": list(artifact.notes) + list(choice.notes) + list(qmodel.warnings),
         "tolerance_lsb": target.parity_tolerance_lsb if artifact.tolerance_lsb is None else artifact.tolerance_lsb,
         "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
     }
@@ -281,7 +303,6 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         _write_golden(target, artifact, data)
         latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES)
         entry["latency"] = latency.to_json() if latency is not None else None
-    placement = target.placement(options)
     learned_weights = session.learned.weights if session.learned else None
     ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement,
                                                                                       calibration_batches=session.calibration_batches,

@@ -69,6 +69,9 @@ CASES = {
     "uncapturable model": (lambda d, t: {"model": _write(t / "m.py", UNCAPTURABLE) + ":build", "weights": ""}, "torch.export cannot capture the model"),
     "unknown target": (lambda d, t: {"target": "onxx"}, "unknown target 'onxx' (did you mean: onnx?)"),
     "stats of another model": (lambda d, t: {"stats": _foreign_stats(t)}, "statistics were collected on another model"),
+    "saved program with a fixed batch": (
+        lambda d, t: {"model": _static_batch_program(d, t), "weights": ""}, "was exported with a fixed batch of 1; qconvert runs the model"
+    ),
 }
 
 
@@ -88,6 +91,16 @@ def _other_weights(t: Path) -> str:
     p = t / "other.pt"
     torch.save(torch.nn.Linear(3, 3).state_dict(), p)
     return str(p)
+
+
+def _static_batch_program(d: dict[str, Path], t: Path) -> str:
+    import torch
+
+    from qconvert.io.model import load_model
+
+    model = load_model(f"{d['model']}:build", str(d["weights"]))
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 16, 16),)), t / "static.pt2")
+    return str(t / "static.pt2")
 
 
 def _foreign_stats(t: Path) -> str:

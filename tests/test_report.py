@@ -89,7 +89,8 @@ def test_html_numbers_equal_report_json(onnx_build: Path) -> None:
     page = _Page()
     page.feed((onnx_build / "report.html").read_text())
     head, rows = page.table[0], {r[0]: dict(zip(page.table[0], r)) for r in page.table[1:]}
-    assert "latency ms" in head and "size KiB" in head
+    speed_col = "int8 speed-up vs float (same runtime)"
+    assert speed_col in head and "size KiB" in head
     t, row = report["targets"]["onnx"], rows["onnx"]
     assert _close(row["float accuracy %"], report["float"]["accuracy"])
     assert _close(row["artifact accuracy %"], t["accuracy"])
@@ -98,11 +99,13 @@ def test_html_numbers_equal_report_json(onnx_build: Path) -> None:
     assert _close(row["top-1 agreement"], t["vs_float"]["top1_agreement"])
     assert _close(row["max error vs simulation LSB"], t["vs_simulation"]["max_lsb_error"])
     assert _close(row["size KiB"], t["size_bytes"] / 1024)
-    latency = (t.get("latency") or {}).get("by_batch")
-    if latency:
-        assert _close(row["latency ms"].split()[0], latency[min(latency, key=int)]["int8_ms"])
-    else:
-        assert row["latency ms"] == "-"
+    # every measured batch size: "<float ms / int8 ms>x at b<batch>", and the int8 node count of onnxruntime
+    latency = t["latency"]
+    shown = dict(reversed(cell.split("x at b")) for cell in row[speed_col].split(";")[0].split(", "))
+    assert sorted(shown, key=int) == sorted(latency["by_batch"], key=int) == ["1", "16"]
+    for b, v in latency["by_batch"].items():
+        assert _close(shown[b], v["float_ms"] / v["int8_ms"])
+    assert f"{latency['int8_nodes']} of {latency['int8_nodes'] + latency['float_nodes']} compute nodes in int8" in row[speed_col]
     # per-layer bars: every quantized activation, worst (lowest SQNR) first, values as in the JSON
     layers = sorted(t["layers"]["layers"], key=lambda e: e["sqnr_db"])
     assert [k for k, _ in page.bars] == [entry["key"] for entry in layers]

@@ -63,6 +63,8 @@ class QConvertQuantizer(Quantizer):
                 self._annotate_weighted(node)
             elif kind == OpKind.BINARY and self.placement.elementwise == "residual_add":
                 self._annotate_residual_add(node)
+            elif kind == OpKind.BINARY and self.placement.elementwise == "add" and node.target not in _ADD:
+                continue
             elif kind in (OpKind.BINARY, OpKind.MATMUL):
                 self._annotate_multi_input(node, [a for a in node.args[:2]])
             elif kind == OpKind.CAT and self.placement.pool_and_concat:

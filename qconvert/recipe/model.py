@@ -30,6 +30,7 @@ RECIPE_VERSION = 1
 
 Mode = Literal["sym", "asym_u", "asym_s"]
 Granularity = Literal["per_tensor", "per_channel"]
+OptimizeFor = Literal["speed", "accuracy"]
 WeightMethod = Literal["minmax", "mse"]
 RangeMethod = Literal[
     "minmax", "avg", "ema", "n_std", "aciq_gauss", "aciq_laplace", "percentile", "entropy", "mse"
@@ -204,6 +205,14 @@ class Recipe(_Frozen):
     targets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-target options, keyed by target name; each target validates its own section."
     )
+    optimize_for: OptimizeFor | dict[str, OptimizeFor] | None = Field(
+        None,
+        description="What to optimise for where speed and accuracy pull apart: 'speed' gives schemes left at their defaults the "
+        "types the target's device runs fastest (onnxruntime x86: uint8 activations, int8 weights) and quantizes every op the "
+        "runtime has an integer kernel for; 'accuracy' gives them the most accurate types the target can represent and keeps "
+        "mul, pools and concat float. A mapping sets it per target (e.g. {onnx: speed, tflite: accuracy}); null or a target "
+        "left out: that target's default for its device (see 'qconvert targets'). Schemes the recipe sets explicitly are kept.",
+    )
     on_unsupported: Literal["error", "adapt"] = Field(
         "error", description="When a target cannot represent a requested scheme: refuse the build, or adapt the scheme with a warning."
     )
@@ -213,6 +222,12 @@ class Recipe(_Frozen):
         None, description="When gates fail with plain PTQ, keep the most sensitive layers at higher precision until they pass."
     )
     qat: QATConfig = Field(QATConfig(), description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
+
+    def optimize_for_target(self, target: str) -> OptimizeFor | None:
+        """The recipe's choice for one target, or None where the target's default applies."""
+        if isinstance(self.optimize_for, dict):
+            return self.optimize_for.get(target)
+        return self.optimize_for
 
     @model_validator(mode="after")
     def _activations_per_tensor(self) -> Recipe:

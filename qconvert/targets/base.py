@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from qconvert.errors import RecipeError
 from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
+from qconvert.targets.speed import FastTypes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from qconvert.io.data import Dataset
     from qconvert.recipe.model import Recipe
 
-__all__ = ["Availability", "Artifact", "Target", "NoOptions", "TargetOptions", "CheckContext", "ExtraChecks", "Latency"]
+__all__ = ["Artifact", "Availability", "CheckContext", "ExtraChecks", "Latency", "NoOptions", "Target", "TargetOptions"]
 
 
 class TargetOptions(BaseModel):
@@ -117,6 +118,13 @@ class Target(ABC):
     def placement(self, options: TargetOptions) -> Placement:
         """Where the core puts Q/DQ for this target; the default suits integer CPU runtimes."""
         return DEFAULT_PLACEMENT
+
+    def fast_types(self, options: TargetOptions) -> FastTypes | None:
+        """The types the device this artifact is for runs fastest, and the default ``optimize_for`` there.
+
+        None: the target declares none; ``optimize_for: speed`` then changes no scheme.
+        """
+        return None
 
     def runtime_version(self) -> str:
         return "unknown"

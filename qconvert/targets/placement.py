@@ -9,7 +9,7 @@ consumer decide about each output. The core's quantizer reads one ``Placement``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = ["DEFAULT_PLACEMENT", "Placement"]
@@ -24,7 +24,7 @@ class Placement:
             so the runtime can emit int8 from it. Off: an output is quantized only
             where a consumer quantizes its input.
         elementwise: ``"all"`` quantizes both inputs (and, with ``outputs``, the
-            output) of add and mul. ``"residual_add"`` quantizes only an add fed
+            output) of add and mul; ``"add"`` does so for add only, mul stays float. ``"residual_add"`` quantizes only an add fed
             by a conv/linear whose single user it is, and only on its other
             input(s), so the add fuses into that conv as its epilogue; mul and
             other adds stay float.
@@ -40,11 +40,17 @@ class Placement:
     """
 
     outputs: bool = True
-    elementwise: Literal["all", "residual_add"] = "all"
+    elementwise: Literal["all", "add", "residual_add"] = "all"
     pool_and_concat: bool = True
     int32_bias: bool = True
     quantize_at: Literal["producer", "consumer"] = "producer"
     name: str = "default"
+
+    def for_accuracy(self) -> Placement:
+        """The same rules with Q/DQ only at compute ops (conv, linear, matmul) and adds:
+        ``optimize_for: accuracy`` keeps mul, pools and concatenations float."""
+        elementwise = "add" if self.elementwise == "all" else self.elementwise
+        return replace(self, elementwise=elementwise, pool_and_concat=False, name=f"{self.name} (accuracy)")
 
 
 DEFAULT_PLACEMENT = Placement()

@@ -58,16 +58,15 @@ def _header(r: dict[str, Any]) -> str:
 
 
 def _latency(t: dict[str, Any]) -> str:
-    lat = t.get("latency") or {}
-    by_batch = lat.get("by_batch") or {}
-    if not by_batch:
-        return "-"
-    b = min(by_batch, key=int)
-    return f"{_fmt(by_batch[b].get('int8_ms'), '.3f')} (batch {escape(b)})"
+    from qconvert.verify.report import int8_nodes_cell, speedup_cell
+
+    speed = speedup_cell(t)
+    nodes = int8_nodes_cell(t)
+    return escape(speed if nodes == "-" else f"{speed}; {nodes} compute nodes in int8")
 
 
 _COLUMNS = ("target", "executed in", "float accuracy %", "artifact accuracy %", "drop pp", "SQNR vs float dB",
-            "top-1 agreement", "max error vs simulation LSB", "latency ms", "size KiB")
+            "top-1 agreement", "max error vs simulation LSB", "int8 speed-up vs float (same runtime)", "size KiB")
 
 
 def _summary(r: dict[str, Any]) -> str:

@@ -9,13 +9,39 @@ from typing import Any
 
 from qconvert.verify.html import render_html
 
-__all__ = ["write_reports", "summary_table"]
+__all__ = ["int8_nodes_cell", "speedup_cell", "summary_table", "write_reports"]
 
 
 def write_reports(out: Path, report: dict[str, Any]) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    # Strict JSON: an infinite SQNR (identical outputs) is written "inf", never the non-standard Infinity.
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=1, default=_json_default, allow_nan=False) + "\n")
     (out / "report.md").write_text(_markdown(report))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return "nan" if math.isnan(o) else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    return o
+
+
+def speedup_cell(t: dict[str, Any]) -> str:
+    """'1.80x at b1, 3.40x at b16': float ms over int8 ms per measured batch size, in the artifact's own runtime."""
+    by_batch = (t.get("latency") or {}).get("by_batch") or {}
+    cells = [f"{v['speedup']:.2f}x at b{b}" for b, v in sorted(by_batch.items(), key=lambda kv: int(kv[0])) if v.get("speedup")]
+    return ", ".join(cells) or "-"
+
+
+def int8_nodes_cell(t: dict[str, Any]) -> str:
+    """'30 of 30': compute nodes the runtime ran in int8, of all compute nodes (where it can tell)."""
+    lat = t.get("latency") or {}
+    if lat.get("int8_nodes") is None:
+        return "-"
+    return f"{lat['int8_nodes']} of {lat['int8_nodes'] + (lat.get('float_nodes') or 0)}"
 
 
 def _json_default(o: object) -> object:
@@ -34,22 +60,48 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 def summary_table(report: dict[str, Any]) -> str:
     """The per-target table: accuracy, parity vs simulation and vs float."""
-    head = "| target | executed | accuracy % | drop pp | max err vs sim (LSB) | SQNR vs float (dB) | top-1 agree | size KiB |"
-    rows = [head, "|" + "---|" * 8]
+    head = ("| target | executed | accuracy % | drop pp | max err vs sim (LSB) | SQNR vs float (dB) | top-1 agree | size KiB "
+            "| int8 speed-up vs float (same runtime) | compute nodes in int8 |")
+    rows = [head, "|" + "---|" * 10]
     fa = report["float"]["accuracy"]
-    rows.append(f"| float (torch) | yes | {_fmt(fa)} | - | - | - | - | - |")
+    rows.append(f"| float (torch) | yes | {_fmt(fa)} | - | - | - | - | - | - | - |")
     for name, t in report["targets"].items():
         if not t.get("executed"):
-            rows.append(f"| {name} | no | - | - | - | - | - | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} |")
+            rows.append(f"| {name} | no | - | - | - | - | - | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} | - | - |")
             continue
         acc = t.get("accuracy")
         drop = fa - acc if fa is not None and acc is not None else None
         sim, flt = t["vs_simulation"], t["vs_float"]
         rows.append(
             f"| {name} | {'yes, ' + t['executed_in'] if t.get('executed_in') else 'yes'} | {_fmt(acc)} | {_fmt(drop)} | {_fmt(sim['max_lsb_error'], '.3f')} | {_fmt(flt['sqnr_db'])} | "
-            f"{_fmt(flt['top1_agreement'], '.4f')} | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} |"
+            f"{_fmt(flt['top1_agreement'], '.4f')} | {_fmt((t.get('size_bytes') or 0) / 1024, '.1f')} | {speedup_cell(t)} | {int8_nodes_cell(t)} |"
         )
     return "\n".join(rows)
+
+
+def _latency_lines(t: dict[str, Any]) -> list[str]:
+    lat = t.get("latency")
+    if not lat:
+        return ["- latency: not measured for this target"]
+    per_batch = "; ".join(f"batch {b}: int8 {_fmt(v['int8_ms'], '.3g')} ms, float {_fmt(v['float_ms'], '.3g')} ms "
+                          f"({_fmt(v['speedup'])}x)" for b, v in sorted(lat["by_batch"].items(), key=lambda kv: int(kv[0])))
+    lines = [f"- latency in {lat['runtime']} (median, int8 and float timed in turn): {per_batch}"]
+    if lat.get("int8_nodes") is not None:
+        floats = f" (float: {', '.join(lat['float_ops'])})" if lat.get("float_ops") else ""
+        lines.append(f"- compute nodes run in int8: {int8_nodes_cell(t)}{floats}")
+    return lines
+
+
+def _optimize_for_lines(t: dict[str, Any]) -> list[str]:
+    o = t.get("optimize_for")
+    if not o:
+        return []
+    where = f" on {o['device']}" if o.get("device") else ""
+    line = (f"- optimized for {o['optimize_for']} ({o['source']}){where}: activations `{o['activations']}`, "
+            f"weights `{o['weights']}`, Q/DQ placement `{o['placement']}`")
+    if o.get("fast_types") and o["fast_types"].get("why"):
+        line += f"; fast types there: {o['fast_types']['why']}"
+    return [line]
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -79,6 +131,8 @@ def _markdown(report: dict[str, Any]) -> str:
             )
             f = t["vs_float"]
             lines.append(f"- vs float: SQNR {_fmt(f['sqnr_db'])} dB, max abs {_fmt(f['max_abs_error'], '.3g')}, cosine {_fmt(f['cosine'], '.6f')}")
+            lines += _latency_lines(t)
+        lines += _optimize_for_lines(t)
         worst = (t.get("layers") or {}).get("layers") or []
         if worst:
             lines.append("- worst layers (SQNR vs float): " + ", ".join(f"`{w['module'] or w['key']}` {_fmt(w['sqnr_db'])} dB" for w in worst[:3]))

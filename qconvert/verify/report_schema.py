@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Report", "report_json_schema", "report_json_schema_text"]
 
-# SQNR of two identical outputs is +inf, which report.json writes as Infinity.
-Num = float
+# SQNR of two identical outputs is +inf: strict JSON has no infinity, so report.json writes the string "inf".
+Num = float | Literal["inf", "-inf", "nan"]
 
 
 class _Strict(BaseModel):
@@ -27,7 +27,7 @@ class Comparison(_Strict):
     """One output compared with a reference over the evaluation set."""
 
     samples: int = Field(..., description="Samples compared.")
-    sqnr_db: Num | None = Field(..., description="Signal-to-quantization-noise ratio, dB (Infinity when equal, null when NaN).")
+    sqnr_db: Num | None = Field(..., description="Signal-to-quantization-noise ratio, dB (\"inf\" when equal, null when NaN).")
     max_abs_error: Num | None = Field(..., description="Largest absolute difference.")
     cosine: Num | None = Field(..., description="Cosine similarity of the flattened outputs.")
     top1_agreement: Num | None = Field(..., description="Fraction of samples whose arg-max matches; null when not a classifier.")
@@ -62,6 +62,37 @@ class Layers(_Strict):
     histograms: list[LayerHistogram] = Field(..., description="Calibration histograms of the worst layers.")
 
 
+class BatchLatency(_Strict):
+    int8_ms: Num = Field(..., description="Median ms of one run of the artifact.")
+    float_ms: Num = Field(..., description="Median ms of one run of the float model in the same runtime.")
+    speedup: Num | None = Field(..., description="float_ms / int8_ms.")
+
+
+class LatencyEntry(_Strict):
+    runtime: str = Field(..., description="Runtime both models ran in, with its version.")
+    by_batch: dict[str, BatchLatency] = Field(..., description="Per batch size (as a string key).")
+    int8_nodes: int | None = Field(..., description="Compute nodes the runtime ran in integer arithmetic; null where it cannot tell.")
+    float_nodes: int | None = Field(..., description="Compute nodes the runtime ran in float; null where it cannot tell.")
+    float_ops: list[str] = Field(..., description="Op types of the float compute nodes.")
+
+
+class FastTypesEntry(_Strict):
+    activations: str
+    weights: str
+    weight_granularity: str
+    why: str = Field(..., description="The kernel behaviour behind the choice, as the target declares it.")
+
+
+class OptimizeForEntry(_Strict):
+    optimize_for: Literal["speed", "accuracy"]
+    source: Literal["recipe", "target default"]
+    device: str | None = Field(..., description="Device the target's fast types are for; null where it declares none.")
+    fast_types: FastTypesEntry | None
+    activations: str = Field(..., description="Activation mode used for layers without an override.")
+    weights: str = Field(..., description="Weight mode and granularity used for layers without an override.")
+    placement: str = Field(..., description="Q/DQ placement rules used.")
+
+
 class TargetEntry(BaseModel):
     """One target's artifact and how it compared."""
 
@@ -80,7 +111,8 @@ class TargetEntry(BaseModel):
     parity_step: Num | None = Field(None, description="Step parity is measured in.")
     vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation.")
     vs_float: Comparison | None = Field(None, description="Artifact vs the float model.")
-    latency: dict[str, Any] | None = Field(None, description="Per-batch latency of artifact and float model, when measured.")
+    latency: LatencyEntry | None = Field(None, description="Latency of the artifact against the float model in the same runtime, when measured.")
+    optimize_for: OptimizeForEntry | None = Field(None, description="What the target optimised for and the types that gave.")
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.speed import FastTypes
 from qconvert_onnx.options import OnnxOptions
 
 if TYPE_CHECKING:
@@ -14,7 +15,20 @@ if TYPE_CHECKING:
 
     from qconvert.core.quantize import QuantizedModel
 
-__all__ = ["OnnxTarget", "OnnxOptions"]
+__all__ = ["OnnxOptions", "OnnxTarget", "onnxruntime_fast_types"]
+
+
+def onnxruntime_fast_types(device: str) -> FastTypes:
+    """onnxruntime's CPU int8 kernels: what they take on each CPU (also used by the tvm target on x86)."""
+    if device == "arm64":
+        return FastTypes(
+            "arm64 CPU (onnxruntime)", "asym_s",
+            why="ARM's int8 dot-product instructions multiply signed int8 by signed int8, and onnxruntime quantizes "
+            "QDQ models S8S8 by default there (not measured here: this machine is x86)")
+    return FastTypes(
+        "x86 CPU (onnxruntime)", "asym_u",
+        why="onnxruntime's x86 int8 convolution and GEMM kernels take uint8 activations with int8 weights (U8S8); "
+        "ResNet-18 with int8 activations (S8S8) ran 1.2x fp32 here, U8S8 3.4x ('make bench', section speed)")
 
 
 class OnnxTarget(Target):
@@ -45,6 +59,10 @@ class OnnxTarget(Target):
         # a DequantizeLinear for Embedding; LSTM/GRU stay float (see README).
         return QuantConstraints(max_activation_bits=8, max_weight_bits=8, dynamic_ops=frozenset({"linear", "embedding"}))
 
+    def fast_types(self, options: TargetOptions) -> FastTypes:
+        assert isinstance(options, OnnxOptions)
+        return onnxruntime_fast_types(options.device)
+
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
         from qconvert_onnx.export import export_qdq
 
@@ -58,19 +76,17 @@ class OnnxTarget(Target):
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:
-        import numpy as np
-
         from qconvert_onnx.export import export_float_model
-        from qconvert_onnx.latency import count_int8_nodes, median_ms
+        from qconvert_onnx.latency import count_int8_nodes, session_ms
 
-        float_bytes = export_float_model(qmodel).SerializeToString()
+        models = {"int8": str(artifact.path), "float": export_float_model(qmodel).SerializeToString()}
         int8_ms, float_ms = [], []
         for b in batch_sizes:
             feeds = {n: _example(t, b) for n, t in zip(artifact.input_names, qmodel.example_inputs)}
-            int8_ms.append(median_ms(str(artifact.path), feeds))
-            float_ms.append(median_ms(float_bytes, feeds))
+            ms = session_ms(models, feeds)
+            int8_ms.append(ms["int8"])
+            float_ms.append(ms["float"])
         int8_nodes, float_nodes, float_ops = count_int8_nodes(str(artifact.path))
-        _ = np
         return Latency(self.runtime_version(), batch_sizes, tuple(int8_ms), tuple(float_ms), int8_nodes, float_nodes, float_ops)
 
 

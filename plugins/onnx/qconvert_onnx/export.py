@@ -17,7 +17,7 @@ from qconvert.core.quantize import QuantizedModel
 from qconvert.targets.base import Artifact
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.options import OnnxOptions
-from qconvert_onnx.rewrite import reduce_mean_to_global_pool
+from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
 
 __all__ = ["export_qdq", "weight_dequantize_count", "export_onnx_model", "export_float_model"]
 
@@ -79,6 +79,7 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
     model = export_onnx_model(qmodel)
     clips = narrow_ranges(model, qmodel)
     pools = reduce_mean_to_global_pool(model)
+    float_layers = keep_float_layers_float(model)
     if options.simplify:
         model = _simplify(model)
     onnx.checker.check_model(model, full_check=True)
@@ -91,7 +92,7 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         output_names=tuple(o.name for o in model.graph.output),
         extra={"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips,
-               "reduce_mean_as_global_pool": pools},
+               "reduce_mean_as_global_pool": pools, "float_layers_kept_float": float_layers},
     )
 
 

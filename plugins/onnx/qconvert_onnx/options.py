@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from qconvert.targets.base import TargetOptions
@@ -12,3 +14,8 @@ __all__ = ["OnnxOptions"]
 class OnnxOptions(TargetOptions):
     simplify: bool = Field(False, description="Run onnxsim without constant folding, so weight DequantizeLinear nodes stay.")
     file_name: str = Field("model.onnx", description="Name of the ONNX file in OUT/onnx/.")
+    device: Literal["x86", "arm64"] = Field(
+        "x86",
+        description="CPU the model will run on, for the types its int8 kernels run fastest (optimize_for: speed): "
+        "x86 takes uint8 activations with int8 weights (U8S8); arm64 takes int8 activations (S8S8).",
+    )

@@ -139,3 +139,40 @@ def test_sub_8_bit_activations_saturate_like_the_simulation() -> None:
         sim = qm.graph(torch.from_numpy(x)).numpy()
     (scale,) = qm.output_scales()
     assert np.abs(out - sim).max() / scale <= 1.0 + 1e-3
+
+
+class _Excluded(torch.nn.Module):
+    """conv -> [excluded conv] -> conv: the float layer sits between two quantized tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.mid, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1), torch.nn.Conv2d(8, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+        self.fc_mid = torch.nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b(self.mid(torch.relu(self.a(x))))
+        return self.fc_mid(self.fc(torch.flatten(y, 1)))
+
+
+def test_excluded_layers_between_quantized_ones_stay_float_in_onnxruntime(tmp_path: Path) -> None:
+    """onnxruntime would quantize an excluded conv's float weights itself (WeightBiasQuantization) when it reads a
+    DequantizeLinear and feeds a QuantizeLinear; the export keeps it float, as the simulation has it."""
+    from qconvert.recipe.model import Recipe
+    from qconvert_onnx.latency import count_int8_nodes
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, 8, 8)
+    cap = capture(_Excluded().eval(), (x[:2],))
+    recipe = Recipe(exclude=("mid", "fc_mid"))
+    target = OnnxTarget()
+    qm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)]), target.constraints(OnnxOptions()), "onnx")
+    artifact = target.emit(qm, tmp_path, OnnxOptions())
+    assert artifact.extra["float_layers_kept_float"] == 2  # both excluded layers read a DequantizeLinear
+    int8, floats, float_ops = count_int8_nodes(str(artifact.path))
+    assert (int8, floats) == (3, 2) and set(float_ops) <= {"Conv", "FusedConv", "Gemm", "FusedGemm", "Add"}
+    with torch.no_grad():
+        sim = qm.graph(x).numpy()
+    out = target.run(artifact, {"x": x.numpy()})[0]
+    step = qm.parity_steps()[0] or float(np.abs(sim).max() / 127)
+    assert np.abs(out - sim).max() <= 1.0 * step

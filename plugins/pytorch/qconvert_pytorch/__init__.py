@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.speed import FastTypes
 from qconvert.targets.placement import Placement
 from qconvert_pytorch.options import PyTorchOptions
 
@@ -53,6 +54,12 @@ class PyTorchTarget(Target):
             dynamic_activation_bits=7 if options.backend == "x86" else 8,
         )
 
+    def fast_types(self, options: TargetOptions) -> FastTypes:
+        assert isinstance(options, PyTorchOptions)
+        device = "x86 CPU (oneDNN/fbgemm)" if options.backend == "x86" else "Arm CPU (qnnpack)"
+        return FastTypes(device, "asym_u",
+                         why="torch's int8 CPU kernels take uint8 activations with a zero point and int8 symmetric weights")
+
     def placement(self, options: TargetOptions) -> Placement:
         # oneDNN, fbgemm and qnnpack take float biases and quantize them with input x weight scale
         # themselves; inductor's int8 patterns only match a float bias.
@@ -68,3 +75,11 @@ class PyTorchTarget(Target):
         from qconvert_pytorch.runtime import run_pytorch
 
         return run_pytorch(artifact.path, artifact.extra["lowering"], artifact.extra["backend"], artifact.input_names, inputs)
+
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                batch_sizes: tuple[int, ...]) -> Latency | None:
+        """The artifact loaded as README.md says (.pt2 compiled with freezing, .pt by torch.jit.load) vs the float
+        graph compiled the same way (.pt2) or in eager mode (.pt)."""
+        from qconvert_pytorch.latency import measure_latency
+
+        return measure_latency(qmodel, artifact, batch_sizes, self.runtime_version())

@@ -95,6 +95,23 @@ def test_digits_build_is_int8_within_one_step_and_half_a_point(digits_build: Pat
     assert manifest["artifact"]["extra"] == {"backend": "x86", "lowering": "inductor", "dynamic": False}
 
 
+def test_report_has_latency_against_float_loaded_the_same_way(digits_build: Path, text_artifact: tuple) -> None:
+    """.pt2: int8 and float graph both compiled with freezing at batch 1 and 16, every conv/linear packed for oneDNN
+    int8. TorchScript (the dynamic text sample): torch.jit.load against the float graph in eager mode."""
+    lat = json.loads((digits_build / "report.json").read_text())["targets"]["pytorch"]["latency"]
+    assert lat["runtime"] == f"torch {torch.__version__}, 1 thread(s)"
+    assert list(lat["by_batch"]) == ["1", "16"]
+    assert all(b["int8_ms"] > 0 and b["float_ms"] > 0 for b in lat["by_batch"].values())
+    assert lat["int8_nodes"] == 6 and lat["float_nodes"] == 0  # 5 convolutions + 1 linear
+    qm, _, art = text_artifact
+    threads = torch.get_num_threads()
+    scripted = TARGET.latency(qm, art, PyTorchOptions(), (1, 16))
+    assert torch.get_num_threads() == threads  # timed on one thread, then restored
+    assert scripted is not None and scripted.batch_sizes == (1, 16)
+    assert all(ms > 0 for ms in scripted.int8_ms + scripted.float_ms)
+    assert scripted.int8_nodes == 9 and scripted.float_nodes == 0  # dynamic Linear: 2 layers x 4 + head
+
+
 FRESH = '''
 import json, sys
 import numpy as np

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.placement import Placement
+from qconvert.targets.speed import FastTypes
 from qconvert_tensorrt.constraints import TENSORRT_PLACEMENT, TensorRTConstraints
 from qconvert_tensorrt.options import TensorRTOptions
 
@@ -56,6 +57,10 @@ class TensorRTTarget(Target):
 
     def constraints(self, options: TargetOptions) -> QuantConstraints:
         return TensorRTConstraints()
+
+    def fast_types(self, options: TargetOptions) -> FastTypes:
+        return FastTypes("NVIDIA GPU (TensorRT)", "sym",
+                         why="TensorRT's int8 kernels take symmetric int8 activations and weights (zero point 0)")
 
     def placement(self, options: TargetOptions) -> Placement:
         return TENSORRT_PLACEMENT

@@ -6,8 +6,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.speed import FastTypes
 from qconvert_tflite.constraints import TFLITE_CONSTRAINTS
 from qconvert_tflite.options import TFLiteOptions
 
@@ -53,6 +54,12 @@ class TFLiteTarget(Target):
     def constraints(self, options: TargetOptions) -> QuantConstraints:
         return TFLITE_CONSTRAINTS
 
+    def fast_types(self, options: TargetOptions) -> FastTypes:
+        return FastTypes(
+            "Arm/x86 CPU (LiteRT, XNNPACK)", "asym_s",
+            why="TFLite's int8 scheme: int8 activations with a zero point, int8 symmetric per-channel weights; "
+            "its XNNPACK kernels and the NPU delegates run that form")
+
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
         from qconvert_tflite.export import export_tflite
 
@@ -63,3 +70,10 @@ class TFLiteTarget(Target):
         from qconvert_tflite.runtime import run_tflite
 
         return run_tflite(artifact.path, [inputs[n] for n in artifact.input_names])
+
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                batch_sizes: tuple[int, ...]) -> Latency | None:
+        """The .tflite vs a float .tflite of the same model in the same interpreter, at the batch sizes it can run."""
+        from qconvert_tflite.latency import measure_latency
+
+        return measure_latency(qmodel, artifact, batch_sizes, self.runtime_version())

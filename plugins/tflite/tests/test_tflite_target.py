@@ -116,6 +116,17 @@ BOARD = textwrap.dedent('''
 ''')
 
 
+def test_report_has_latency_against_float_tflite_at_the_batch_the_artifact_runs(tflite_build: Path) -> None:
+    """The .tflite vs a float .tflite of the same model in the same interpreter. litert-torch lowers static
+    shapes and the digits artifact cannot be resized from its batch 1 to 16, so only batch 1 is reported."""
+    lat = json.loads((tflite_build / "report.json").read_text())["targets"]["tflite"]["latency"]
+    assert lat["runtime"].startswith("ai-edge-litert ")
+    assert list(lat["by_batch"]) == ["1"]
+    assert lat["by_batch"]["1"]["int8_ms"] > 0 and lat["by_batch"]["1"]["float_ms"] > 0
+    # 3 convolutions, 2 depthwise, the residual add, the mean and the fully connected layer, all int8.
+    assert lat["int8_nodes"] == 8 and lat["float_nodes"] == 0 and lat["float_ops"] == []
+
+
 def test_board_feeds_raw_int8_from_manifest_and_gets_the_same_predictions(tflite_build: Path, tflite_qmodel: QuantizedModel,
                                                                            tmp_path: Path) -> None:
     script, out = tmp_path / "board.py", tmp_path / "out.npy"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from qconvert.targets.base import Artifact, Availability, CheckContext, ExtraChecks, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.speed import FastTypes
 from qconvert_tidl.options import TidlOptions
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ class TidlTarget(Target):
 
         assert isinstance(options, TidlOptions)
         return tidl_constraints(options)
+
+    def fast_types(self, options: TargetOptions) -> FastTypes:
+        assert isinstance(options, TidlOptions)
+        return FastTypes(f"TI {options.soc} (TIDL-RT, C7x/MMA)", "sym", weight_granularity="per_tensor",
+                         why="TIDL-RT requantizes with power-of-two shifts of symmetric per-tensor scales; "
+                         "per-channel weights only for depthwise convolutions")
 
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
         from qconvert_tidl.emit import emit_tidl

@@ -7,8 +7,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
+from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.speed import FastTypes
 from qconvert_tvm.options import TvmOptions
 
 if TYPE_CHECKING:
@@ -50,6 +51,19 @@ class TvmTarget(Target):
         # The artifact is built from the ONNX QDQ export, so the ONNX target's limits apply.
         return OnnxTarget().constraints(OnnxTarget.Options())
 
+    def fast_types(self, options: TargetOptions) -> FastTypes:
+        from qconvert_onnx import onnxruntime_fast_types
+
+        assert isinstance(options, TvmOptions)
+        # The library is compiled from the onnx target's QDQ model: the same CPU, the same types.
+        arm = any(k in options.target for k in ("aarch64", "arm"))
+        onnx_types = onnxruntime_fast_types("arm64" if arm else "x86")
+        # Untuned Relax (no MetaSchedule) runs the QDQ library no faster than its float build ('make bench',
+        # edge_latency): there is no speed to trade, so the default keeps the accurate placement.
+        return FastTypes(f"{'arm64' if arm else 'x86'} CPU (TVM llvm)", onnx_types.activation_mode, default="accuracy",
+                         why=f"compiled from the onnx target's QDQ model for the same CPU: {onnx_types.why}; untuned TVM "
+                         "ran int8 no faster than float here, so its default is accuracy")
+
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
         from qconvert_tvm.export import export_tvm
 
@@ -60,3 +74,11 @@ class TvmTarget(Target):
         from qconvert_tvm.runtime import run_tvm
 
         return run_tvm(artifact.path, [inputs[n] for n in artifact.input_names])
+
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+                batch_sizes: tuple[int, ...]) -> Latency | None:
+        """The library vs the float model built the same way, in the Relax VM; None for a library not built for this host."""
+        from qconvert_tvm.latency import measure_latency
+
+        assert isinstance(options, TvmOptions)
+        return measure_latency(qmodel, artifact, options, batch_sizes, self.runtime_version())

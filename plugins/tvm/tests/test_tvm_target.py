@@ -79,6 +79,17 @@ def test_relax_vm_within_one_output_step_of_simulation_on_every_sample(tvm_build
     assert np.allclose(np.round(out / scale), out / scale, atol=1e-3)  # the QDQ output grid: quantized for real
 
 
+def test_report_has_latency_against_the_float_model_built_the_same_way(tvm_build: Path) -> None:
+    """Both libraries in the Relax VM at batch 1 and 16 (the library has a dynamic batch). The Relax ONNX
+    frontend computes between QuantizeLinear and DequantizeLinear in float32: no compute node is int8."""
+    lat = json.loads((tvm_build / "report.json").read_text())["targets"]["tvm"]["latency"]
+    assert lat["runtime"] == f"tvm {version('apache-tvm')}"
+    assert list(lat["by_batch"]) == ["1", "16"]
+    assert all(b["int8_ms"] > 0 and b["float_ms"] > 0 for b in lat["by_batch"].values())
+    # 5 convolutions, the residual add, the mean and the matmul of the fully connected layer.
+    assert lat["int8_nodes"] == 0 and lat["float_nodes"] == 8 and lat["float_ops"] == ["add", "conv2d", "matmul", "mean"]
+
+
 def test_manifest_records_tvm_version_target_and_golden_files(tvm_build: Path, tmp_path: Path) -> None:
     d = tvm_build / "tvm"
     m = json.loads((d / "manifest.json").read_text())
@@ -119,6 +130,7 @@ def test_arm_target_without_toolchain_writes_relax_module_and_objects(tvm_qmodel
         assert objects and all(_elf_machine(tar.extractfile(m).read(20)) == AARCH64 for m in objects)  # type: ignore[union-attr]
     relax_module = tvm.ir.load_json((tmp_path / "model.relax.json").read_text())
     assert "main" in [gv.name_hint for gv in relax_module.get_global_vars()]
+    assert target.latency(tvm_qmodel, art, options, (1, 16)) is None  # nothing runs here to time
 
 
 def test_target_strings_are_parsed_and_checked() -> None:
