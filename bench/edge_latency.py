@@ -7,7 +7,7 @@
 - torch float (eager) is printed as the common reference.
 
 Random weights and inputs (speed only). This machine is shared and noisy, so the two
-sides of each ratio run interleaved, one call each in turn, and medians are compared.
+sides of each ratio run interleaved (qconvert.verify.timing: blocks in turn, 10th percentile).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import statistics
 import tempfile
 import time
 import warnings
@@ -30,15 +29,15 @@ THREADS = 1
 
 
 def _interleaved(a: Callable[[], object], b: Callable[[], object], reps: int) -> tuple[float, float]:
-    a(), b()  # warm up
-    ta: list[float] = []
-    tb: list[float] = []
-    for _ in range(reps):
-        for fn, acc in ((a, ta), (b, tb)):
-            start = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - start)
-    return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+    """ms of ``a`` and ``b`` timed in turn (qconvert.verify.timing), about ``reps`` calls of each per round."""
+    from qconvert.verify.timing import interleaved_ms
+
+    a(), b()
+    start = time.perf_counter()
+    a(), b()
+    budget = 8 * reps * (time.perf_counter() - start)
+    ms = interleaved_ms({"a": a, "b": b}, budget_s=budget)
+    return ms["a"], ms["b"]
 
 
 def _quantized(model: object, target_name: str) -> object:
@@ -113,7 +112,7 @@ def run() -> None:
         rows, eager = _measure(model, x)
     finally:
         torch.set_num_threads(saved_threads)
-    print(f"ResNet-18, batch 1, 224x224, {THREADS} thread(s); median ms, int8 and float interleaved in the same runtime\n")
+    print(f"ResNet-18, batch 1, 224x224, {THREADS} thread(s); ms (10th percentile), int8 and float interleaved in the same runtime\n")
     print("| runtime | int8 ms | float ms (same runtime) | int8 speed-up vs float | int8 vs torch float eager |")
     print("|---|---|---|---|---|")
     for name, q_ms, f_ms in rows:

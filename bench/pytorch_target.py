@@ -1,7 +1,7 @@
 """Latency of the ``pytorch`` target's artifacts against float PyTorch, measured in one run.
 
 Each model runs in its own process (torch.compile and quantized-engine state stay
-apart). Float and int8 calls are interleaved and the median is reported, since
+apart). Float and int8 calls are interleaved (qconvert.verify.timing: 10th percentile), since
 this machine is noisy. Every artifact is loaded the way README.md tells users:
 
 - static (ResNet-18): ``torch.export.load`` + ``torch.compile`` with inductor's
@@ -48,10 +48,10 @@ def run() -> None:
               f"{r['int8']:.1f} | {r['float_eager'] / r['int8']:.2f}x | {comp_ratio} |")
 
 
-def _median_ms(fns: dict[str, Callable[[], Any]]) -> dict[str, float]:
-    from qconvert.verify.timing import interleaved_median_ms
+def _ms(fns: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    from qconvert.verify.timing import interleaved_ms
 
-    return interleaved_median_ms(fns, BUDGET_S)
+    return interleaved_ms(fns, BUDGET_S)
 
 
 def _artifact(model: Any, example: tuple[Any, ...], recipe_text: str, out: Path) -> Path:
@@ -88,7 +88,7 @@ def _static(name: str, tmp: Path) -> list[dict[str, Any]]:
             x = torch.randn(batch, 3, 224, 224)
             int8 = torch.compile(torch.export.load(str(path)).module(), dynamic=False)
             flt = torch.compile(copy.deepcopy(model), dynamic=False)  # freezing rewrites the module it compiles
-            ms = _median_ms({"float_eager": partial(model, x), "float_compiled": partial(flt, x), "int8": partial(int8, x)})
+            ms = _ms({"float_eager": partial(model, x), "float_compiled": partial(flt, x), "int8": partial(int8, x)})
             torch._dynamo.reset()
             rows.append({"model": name, "mode": "static", "input": f"{batch}x3x224x224", **ms})
     return rows
@@ -106,7 +106,7 @@ def _dynamic(name: str, tmp: Path) -> list[dict[str, Any]]:
     with torch.no_grad():
         for batch in shapes:
             ids, mask = torch.randint(2, vocab, (batch, seq), generator=g), torch.ones(batch, seq, dtype=torch.long)
-            ms = _median_ms({"float_eager": partial(model, ids, mask), "int8": partial(int8, ids, mask)})
+            ms = _ms({"float_eager": partial(model, ids, mask), "int8": partial(int8, ids, mask)})
             rows.append({"model": name, "mode": "dynamic", "input": f"{batch}x{seq} tokens", "float_compiled": None, **ms})
     return rows
 

@@ -56,8 +56,8 @@ def run() -> None:
     from qconvert_onnx.latency import count_int8_nodes, session_ms
 
     target = OnnxTarget()
-    print("Each row: median ms, models timed in turn, a block of runs each per round (robust to load changes and to\n"
-          "another session's spinning threads); speed-up vs fp32 in onnxruntime.")
+    print("Each row: ms (10th percentile of all runs; models timed in turn, a block of runs each per round, so other\n"
+          "tenants' load and another session's spinning threads stay out of it); speed-up vs fp32 in onnxruntime.")
     print("| model / artifact | batch 1 | batch 16 | int8 / float compute nodes |")
     print("|---|---|---|---|")
     for model_name in ("resnet18", "mobilenet_v2"):

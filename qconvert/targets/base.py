@@ -155,7 +155,7 @@ class Target(ABC):
 
 @dataclass(frozen=True)
 class Latency:
-    """Artifact vs float model in the same runtime: median milliseconds per batch size.
+    """Artifact vs float model in the same runtime: milliseconds per batch size (``qconvert.verify.timing``).
 
     ``int8_nodes``/``float_nodes`` count compute nodes that ran in integer or in
     float arithmetic, where the runtime can tell (None where it cannot).

@@ -85,7 +85,7 @@ def _latency_lines(t: dict[str, Any]) -> list[str]:
         return ["- latency: not measured for this target"]
     per_batch = "; ".join(f"batch {b}: int8 {_fmt(v['int8_ms'], '.3g')} ms, float {_fmt(v['float_ms'], '.3g')} ms "
                           f"({_fmt(v['speedup'])}x)" for b, v in sorted(lat["by_batch"].items(), key=lambda kv: int(kv[0])))
-    lines = [f"- latency in {lat['runtime']} (median, int8 and float timed in turn): {per_batch}"]
+    lines = [f"- latency in {lat['runtime']} (10th percentile of runs, int8 and float timed in turn): {per_batch}"]
     if lat.get("int8_nodes") is not None:
         floats = f" (float: {', '.join(lat['float_ops'])})" if lat.get("float_ops") else ""
         lines.append(f"- compute nodes run in int8: {int8_nodes_cell(t)}{floats}")

@@ -58,9 +58,9 @@ def _inputs(qmodel: QuantizedModel, batch: int) -> tuple[torch.Tensor, ...]:
 
 
 def _ms(int8: Any, flt: Any, inputs: tuple[torch.Tensor, ...], budget_s: float) -> dict[str, float]:
-    from qconvert.verify.timing import interleaved_median_ms
+    from qconvert.verify.timing import interleaved_ms
 
-    return interleaved_median_ms({"int8": partial(int8, *inputs), "float": partial(flt, *inputs)}, budget_s)
+    return interleaved_ms({"int8": partial(int8, *inputs), "float": partial(flt, *inputs)}, budget_s)
 
 
 def measure_latency(qmodel: QuantizedModel, artifact: Artifact, batch_sizes: tuple[int, ...], runtime: str,

@@ -153,7 +153,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, batch_sizes: tup
 
 
 def _time(q: Any, f: Any, qmodel: QuantizedModel, batch: int, budget_s: float) -> dict[str, float]:
-    from qconvert.verify.timing import interleaved_median_ms
+    from qconvert.verify.timing import interleaved_ms
 
     calls = {"int8": partial(_invoke, q, _feeds(q, qmodel, batch)), "float": partial(_invoke, f, _feeds(f, qmodel, batch))}
-    return interleaved_median_ms(calls, budget_s)
+    return interleaved_ms(calls, budget_s)

@@ -66,7 +66,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, options: TvmOpti
     import tvm
     from qconvert_onnx.export import export_float_model
 
-    from qconvert.verify.timing import interleaved_median_ms
+    from qconvert.verify.timing import interleaved_ms
     from qconvert_tvm.compile import compile_onnx
 
     spec = parse_target(options.target)
@@ -81,7 +81,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, options: TvmOpti
         vms = {"int8": _vm(artifact.path), "float": _vm(Path(tmp) / built.main_file)}
         for b in batches:
             args = [tvm.runtime.tensor(_example(t, b)) for t in qmodel.example_inputs]
-            ms = interleaved_median_ms({name: _caller(vm, args) for name, vm in vms.items()}, budget_s)
+            ms = interleaved_ms({name: _caller(vm, args) for name, vm in vms.items()}, budget_s)
             int8_ms.append(ms["int8"])
             float_ms.append(ms["float"])
     int8_nodes, float_nodes, float_ops = count_int8_nodes(qdq)
