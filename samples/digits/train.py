@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from model import build  # type: ignore[import-not-found]
-
 HERE = Path(__file__).parent
 
 
@@ -27,28 +25,47 @@ def digits_16x16() -> tuple[np.ndarray, np.ndarray]:
     return x.numpy(), d.target.astype(np.int64)
 
 
-def main() -> None:
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, train indices, held-out indices): the split every digits-based sample uses."""
     x, y = digits_16x16()
     order = np.random.default_rng(0).permutation(len(x))
-    train_idx, eval_idx = order[:1297], order[1297:]
-    model = build()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    xt, yt = torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx])
-    for epoch in range(30):
+    return x, y, order[:1297], order[1297:]
+
+
+def fit(model: torch.nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray, epochs: int,
+        sched: torch.optim.lr_scheduler.LRScheduler | None = None, batch: int = 64) -> None:
+    """Plain cross-entropy training in shuffled mini-batches (torch's global RNG shuffles)."""
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            b = perm[i : i + 64]
+        for i in range(0, len(xt), batch):
+            b = perm[i : i + batch]
             loss = F.cross_entropy(model(xt[b]), yt[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     model.eval()
+
+
+def report_held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> None:
     with torch.no_grad():
-        acc = (model(torch.from_numpy(x[eval_idx])).argmax(1).numpy() == y[eval_idx]).mean()
-    print(f"held-out accuracy: {100 * acc:.2f}% on {len(eval_idx)} samples")
+        acc = (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
+    print(f"held-out accuracy: {100 * acc:.2f}% on {len(x)} samples")
+
+
+def main() -> None:
+    from model import build  # type: ignore[import-not-found]  # this folder's model (run as a script)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x, y, train_idx, eval_idx = digits_split()
+    model = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    fit(model, opt, x[train_idx], y[train_idx], epochs=30)
+    report_held_out(model, x[eval_idx], y[eval_idx])
     torch.save(model.state_dict(), HERE / "weights.pt")
     np.savez_compressed(HERE / "calib.npz", x=x[train_idx[:256]], y=y[train_idx[:256]])
     np.savez_compressed(HERE / "eval.npz", x=x[eval_idx], y=y[eval_idx])
