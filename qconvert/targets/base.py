@@ -51,6 +51,18 @@ class Availability:
     ok: bool
     reason: str = ""
 
+    @classmethod
+    def of_modules(cls, *modules: str, install: str) -> Availability:
+        """Available when every module imports; otherwise the first missing one and ``pip install <install>``."""
+        import importlib
+
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                return cls(False, f"{e.name or module} is not installed: pip install {install}")
+        return cls(True)
+
 
 @dataclass(frozen=True)
 class Artifact:

@@ -40,13 +40,7 @@ class OnnxTarget(Target):
     parity_tolerance_lsb = 1.0
 
     def available(self) -> Availability:
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-            import onnxscript  # noqa: F401
-        except ImportError as e:
-            return Availability(False, f"{e.name} is not installed: pip install onnx onnxscript onnxruntime")
-        return Availability(True)
+        return Availability.of_modules("onnx", "onnxruntime", "onnxscript", install="onnx onnxscript onnxruntime")
 
     def runtime_version(self) -> str:
         import onnxruntime

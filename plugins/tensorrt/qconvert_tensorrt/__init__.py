@@ -37,13 +37,7 @@ class TensorRTTarget(Target):
     parity_tolerance_lsb = 2.0
 
     def available(self) -> Availability:
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-            import qconvert_onnx  # noqa: F401
-        except ImportError as e:
-            return Availability(False, f"{e.name} is not installed: pip install -e plugins/onnx onnxruntime")
-        return Availability(True)
+        return Availability.of_modules("onnx", "onnxruntime", "qconvert_onnx", install="-e plugins/onnx onnxruntime")
 
     def runtime_version(self) -> str:
         import onnxruntime
