@@ -176,3 +176,47 @@ def test_excluded_layers_between_quantized_ones_stay_float_in_onnxruntime(tmp_pa
     out = target.run(artifact, {"x": x.numpy()})[0]
     step = qm.parity_steps()[0] or float(np.abs(sim).max() / 127)
     assert np.abs(out - sim).max() <= 1.0 * step
+
+
+class _Zoo(torch.nn.Module):
+    """Max pool, flatten, an SE gate (sigmoid x mul), concat, average pool, permute + LayerNorm, an excluded conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.Conv2d(32, 16, 1)
+        self.se, self.ex, self.ln, self.fc = torch.nn.Linear(16, 16), torch.nn.Conv2d(16, 16, 1), torch.nn.LayerNorm(16), torch.nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+        b = self.c2(a)
+        b = b * torch.sigmoid(self.se(b.mean((2, 3))))[:, :, None, None]
+        c = torch.nn.functional.avg_pool2d(self.ex(self.c3(torch.cat([a, b], 1))), 2)
+        f = self.ln(c.permute(0, 2, 3, 1))
+        return self.fc(f.reshape(f.shape[0], -1))
+
+
+def test_no_quantize_dequantize_pair_survives_onnxruntime_and_parity_holds(tmp_path: Path) -> None:
+    """Q/DQ only where onnxruntime fuses them: after its optimizations no QuantizeLinear feeds a DequantizeLinear
+    (a pair that only adds work), and the artifact stays within one output step of the simulation."""
+    from qconvert.recipe.model import Recipe
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    cap = capture(_Zoo().eval(), (x[:2],))
+    recipe = Recipe(exclude=("ex",))
+    target = OnnxTarget()
+    qm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)]), target.constraints(OnnxOptions()), "onnx", target.placement(OnnxOptions()))
+    artifact = target.emit(qm, tmp_path, OnnxOptions())
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(artifact.path), opts, providers=["CPUExecutionProvider"])
+    graph = onnx.load(tmp_path / "optimized.onnx").graph
+    readers: dict[str, list[str]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    pairs = [n.name for n in graph.node if n.op_type == "QuantizeLinear" and "DequantizeLinear" in readers.get(n.output[0], [])]
+    assert pairs == []
+    with torch.no_grad():
+        sim = qm.graph(x).numpy()
+    assert np.abs(target.run(artifact, {"x": x.numpy()})[0] - sim).max() <= 1.0 * qm.parity_steps()[0]
