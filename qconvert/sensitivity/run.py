@@ -22,6 +22,7 @@ from qconvert.sensitivity.variants import candidate_layers
 from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.placement import DEFAULT_PLACEMENT
 from qconvert.targets.registry import TargetRegistry
+from qconvert.targets.speed import choose
 
 __all__ = ["SensitivityRequest", "run_sensitivity", "sensitivity_table"]
 
@@ -54,11 +55,11 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     s = prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
     recipe: Recipe = s.recipe
     data = open_dataset(req.eval_data, s.captured.input_names, recipe.preprocess)
-    constraints, placement = QuantConstraints(), DEFAULT_PLACEMENT
+    constraints, placement, fast = QuantConstraints(), DEFAULT_PLACEMENT, None
     if req.target is not None:
         t = registry.get(req.target)
         options = t.parse_options(recipe.targets.get(t.name), str(req.recipe))
-        constraints, placement = t.constraints(options), t.placement(options)
+        constraints, placement, fast = t.constraints(options), t.placement(options), t.fast_types(options)
     if req.stats is not None:
         stats = StatsSet.load(req.stats)
     else:
@@ -71,7 +72,10 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
         raise DataError(f"{req.eval_data}: --metric accuracy needs labels ('y' in the .npz); use --metric sqnr")
 
     def quant(r: Recipe) -> QuantizedModel:
-        return quantize(s.captured, r, stats, constraints, req.target or "", placement, calibration_batches=s.calibration_batches)
+        # the schemes and placement a build for this target uses (optimize_for, fast types)
+        choice = choose(r, req.target or "", fast, constraints, placement)
+        return quantize(s.captured, choice.recipe, stats, constraints, req.target or "", choice.placement,
+                        calibration_batches=s.calibration_batches)
 
     types = {n: type(m).__name__ for n, m in s.model.named_modules()}
     layers = candidate_layers(s.captured.graph, types)
