@@ -154,3 +154,30 @@ def test_onnxruntime_runs_the_mul_in_int8_for_speed_and_in_float_for_accuracy(tm
     # accuracy: the sigmoid, the mul and the pool reading the float mul stay float; the two convs, the linear and the
     # pool feeding the gate conv (DQ -> pool -> Q, which onnxruntime fuses) run in int8
     assert ops["accuracy"][2] == ("GlobalAveragePool", "Mul", "Sigmoid") and ops["accuracy"][0] == 4
+
+
+def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(tmp_path: Path) -> None:
+    pytest.importorskip("qconvert_onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    from qconvert.errors import ConstraintError
+    from qconvert_onnx import OnnxTarget
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    cap = capture(_SE().eval(), (x[:2],))
+    stats = calibrate(cap, Recipe(), [(x,)])
+    target = OnnxTarget()
+    options = target.parse_options({"device": "x86_avx2"})
+    constraints = target.constraints(options)
+    choice = choose(Recipe(), "onnx", target.fast_types(options), constraints, target.placement(options))
+    assert choice.recipe.weights.bits == 7 and choice.recipe.activations.mode == "asym_u"
+    artifact = target.emit(quantize(cap, choice.recipe, stats, constraints, "onnx", choice.placement), tmp_path, options)
+    weights = [numpy_helper.to_array(i) for i in onnx.load(artifact.path).graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    assert len(weights) == 3 and all(w.min() >= -64 and w.max() <= 63 for w in weights)
+    assert any(w.max() == 63 or w.min() == -64 for w in weights)  # the 7-bit grid is used, not a narrower one
+    explicit = Recipe(weights=QScheme(bits=8, mode="sym", granularity="per_channel"))
+    with pytest.raises(ConstraintError, match="at most 7 bits"):
+        quantize(cap, choose(explicit, "onnx", target.fast_types(options), constraints, target.placement(options)).recipe,
+                 stats, constraints, "onnx")

@@ -20,6 +20,12 @@ __all__ = ["OnnxOptions", "OnnxTarget", "onnxruntime_fast_types"]
 
 def onnxruntime_fast_types(device: str) -> FastTypes:
     """onnxruntime's CPU int8 kernels: what they take on each CPU (also used by the tvm target on x86)."""
+    if device == "x86_avx2":
+        return FastTypes(
+            "x86 CPU without VNNI (onnxruntime)", "asym_u",
+            why="onnxruntime's U8S8 kernels without VNNI add pairs of uint8 x int8 products in saturating int16 "
+            "(vpmaddubsw); 7-bit weights keep those sums exact, as onnxruntime's reduce_range does (not measured here: "
+            "this machine has VNNI)")
     if device == "arm64":
         return FastTypes(
             "arm64 CPU (onnxruntime)", "asym_s",
@@ -51,7 +57,9 @@ class OnnxTarget(Target):
         # opset 18 Q/DQ carries int8/uint8 only; int16 needs opset 21. Dynamic quantization:
         # DynamicQuantizeLinear + MatMulInteger for Linear (qconvert_onnx.dynamic), int8 rows behind
         # a DequantizeLinear for Embedding; LSTM/GRU stay float (see README).
-        return QuantConstraints(max_activation_bits=8, max_weight_bits=8, dynamic_ops=frozenset({"linear", "embedding"}))
+        assert isinstance(options, OnnxOptions)
+        weight_bits = 7 if options.device == "x86_avx2" else 8  # see onnxruntime_fast_types
+        return QuantConstraints(max_activation_bits=8, max_weight_bits=weight_bits, dynamic_ops=frozenset({"linear", "embedding"}))
 
     def fast_types(self, options: TargetOptions) -> FastTypes:
         assert isinstance(options, OnnxOptions)
