@@ -181,3 +181,18 @@ def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(tmp
     with pytest.raises(ConstraintError, match="at most 7 bits"):
         quantize(cap, choose(explicit, "onnx", target.fast_types(options), constraints, target.placement(options)).recipe,
                  stats, constraints, "onnx")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("optimize_for: fast\n", "recipe.yaml:2: optimize_for: 'fast': must be 'speed', 'accuracy', or a mapping of target names to those"),
+    ("optimize_for:\n  onnx: quick\n", "recipe.yaml:2: optimize_for: 'onnx: quick': each target takes 'speed' or 'accuracy'"),
+])
+def test_a_wrong_optimize_for_is_one_clear_message(text: str, message: str, tmp_path: Path) -> None:
+    from qconvert.errors import RecipeError
+    from qconvert.recipe import load_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("version: 1\n" + text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    assert str(e.value).endswith(message) and "more error" not in str(e.value)

@@ -55,7 +55,7 @@ def recipe_from_text(text: str, source: str = "<recipe>") -> Recipe:
         line = _line_of(root, loc)
         where = f":{line}" if line else ""
         extra = f" ({len(e.errors()) - 1} more error(s))" if len(e.errors()) > 1 else ""
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against 'qconvert recipe schema')"
         raise RecipeError(f"{source}{where}: {key_path}: {msg}{extra}") from e

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "RECIPE_VERSION",
@@ -222,6 +222,20 @@ class Recipe(_Frozen):
         None, description="When gates fail with plain PTQ, keep the most sensitive layers at higher precision until they pass."
     )
     qat: QATConfig = Field(QATConfig(), description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
+
+    @field_validator("optimize_for", mode="before")
+    @classmethod
+    def _one_clear_optimize_for_error(cls, value: Any) -> Any:
+        # checked here so a wrong value gives one message, not one per member of the union type
+        choices = ("speed", "accuracy")
+        if value is None or value in choices:
+            return value
+        if isinstance(value, dict):
+            for target, choice in value.items():
+                if choice not in choices:
+                    raise ValueError(f"'{target}: {choice}': each target takes 'speed' or 'accuracy'")
+            return value
+        raise ValueError(f"'{value}': must be 'speed', 'accuracy', or a mapping of target names to those")
 
     def optimize_for_target(self, target: str) -> OptimizeFor | None:
         """The recipe's choice for one target, or None where the target's default applies."""

@@ -117,7 +117,7 @@ class Target(ABC):
         except ValidationError as e:
             err = e.errors()[0]
             path = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             raise RecipeError(f"{source}: targets.{self.name}.{path}: {msg}") from e
 
     @abstractmethod
