@@ -179,3 +179,23 @@ def test_exclusions_overrides_and_range_choices_follow_the_recipe() -> None:
 def test_post_training_algorithms_are_refused() -> None:
     with pytest.raises(RecipeError, match="bias_correction"):
         qat.prepare(tiny(), recipe_from_text(W4A4 + "bias_correction: true\n"), tiny_data(2))
+
+
+def test_training_for_a_target_uses_the_types_its_build_uses() -> None:
+    """A recipe that leaves activations out trains asym_u by default, and TensorRT's symmetric
+    int8 (or TIDL's power-of-two grid) when prepared for that target, as its build will quantize."""
+    from qconvert.targets.registry import TargetRegistry
+
+    registry = TargetRegistry()
+    recipe = recipe_from_text("weights: {bits: 8, mode: sym, granularity: per_channel}\n")
+
+    def modes(target: str | None) -> set[tuple[str, bool]]:
+        model = qat.prepare(tiny(), recipe, tiny_data(2), target=target)
+        return {(fq.spec.scheme.mode, fq.spec.scheme.power_of_two) for fq in model.fake_quants()
+                if not fq.passive and fq.spec.role == "activation"}
+
+    assert modes(None) == {("asym_u", False)}
+    if "tensorrt" in registry.names():
+        assert modes("tensorrt") == {("sym", False)}
+    if "tidl" in registry.names():
+        assert modes("tidl") == {("sym", True)}

@@ -41,7 +41,7 @@ Calibration = StatsSet | Iterable[tuple[torch.Tensor, ...]] | None
 
 
 def prepare(model: nn.Module, recipe: Recipe | str | Path, example_inputs: tuple[torch.Tensor, ...] | torch.Tensor,
-            calibration: Calibration = None) -> QATModel:
+            calibration: Calibration = None, target: str | None = None) -> QATModel:
     """A trainable copy of ``model`` with fake quantization on weights and activations.
 
     Args:
@@ -53,6 +53,10 @@ def prepare(model: nn.Module, recipe: Recipe | str | Path, example_inputs: tuple
         calibration: optional PTQ start: a ``StatsSet`` from ``qconvert calibrate`` on this
             model, or batches (tuples of tensors) to calibrate on now. Without it, ranges
             start from the example inputs' min/max.
+        target: the target the model will be built for: schemes the recipe leaves out
+            take the types a build for it uses (its fast types or, with ``optimize_for:
+            accuracy``, its most accurate ones; TensorRT: symmetric activations), so training
+            sees the grid the device runs.
 
     Raises:
         RecipeError: the recipe asks for something QAT does not train (dynamic quantization,
@@ -61,12 +65,23 @@ def prepare(model: nn.Module, recipe: Recipe | str | Path, example_inputs: tuple
         StatsError: ``calibration`` statistics come from another model.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if target is not None:
+        recipe = _as_built_for(recipe, target)
     _check_recipe(recipe)
     example = _batch_of_two(example_inputs)
     captured = capture(model, example)
     check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
     stats = calibrate(captured, recipe, calibration) if calibration is not None and not isinstance(calibration, StatsSet) else calibration
     return prepare_captured(captured, recipe, stats)
+
+
+def _as_built_for(recipe: Recipe, name: str) -> Recipe:
+    from qconvert.targets.registry import TargetRegistry
+    from qconvert.targets.speed import choose
+
+    target = TargetRegistry().get(name)
+    options = target.parse_options(recipe.targets.get(name))
+    return choose(recipe, name, target.fast_types(options), target.constraints(options), target.placement(options)).recipe
 
 
 def prepare_captured(captured: Captured, recipe: Recipe, stats: StatsSet | None = None,
