@@ -103,8 +103,10 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
 @_shape_opt
 @click.option("--stats", type=click.Path(path_type=Path), help="Reuse statistics from 'qconvert calibrate' and skip calibration.")
 @click.option("--quiet", is_flag=True, help="No progress messages.")
+@click.option("--latency/--no-latency", default=True, show_default=True,
+              help="Time each artifact against the float model in its runtime (batch 1 and 16); seconds per target.")
 def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Path | None, eval_data: Path | None,
-          targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool) -> None:
+          targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool, latency: bool) -> None:
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
@@ -114,7 +116,7 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
         from qconvert.verify.report import summary_table
 
         req = BuildRequest(model=model, weights=weights, recipe=recipe, calib_data=calib_data, eval_data=eval_data,
-                           out=out, targets=targets, input_shape=_shape(input_shape), stats=stats)
+                           out=out, targets=targets, input_shape=_shape(input_shape), stats=stats, latency=latency)
         with reporting(_progress(quiet)) as progress:
             result = run_build(req, TargetRegistry(), progress)
         if result.secondary:

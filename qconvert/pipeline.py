@@ -64,6 +64,8 @@ class BuildRequest:
     eval_data: Path | None = None
     input_shape: tuple[int, ...] | None = None
     stats: Path | None = None
+    #: Time each artifact against float in its runtime (seconds per target; off for CI jobs that gate on accuracy only).
+    latency: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
             for t in targets:
                 shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt
                 progress(f"{t.name}: quantize, emit, verify")
-                report["targets"][t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp)
+                report["targets"][t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp, req.latency)
             return gate_checks(s.recipe, report)
 
         if recipe.auto_fallback is None:
@@ -279,7 +281,8 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
     }
 
 
-def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path) -> dict[str, Any]:
+def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path,
+                  measure_latency: bool = True) -> dict[str, Any]:
     constraints = target.constraints(options)
     choice = choose(session.recipe, target.name, target.fast_types(options), constraints, target.placement(options))
     placement = choice.placement
@@ -301,8 +304,9 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     if artifact.runnable:
         entry.update(_verify(target, artifact, qmodel, session.model, data))
         _write_golden(target, artifact, data)
-        latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES)
+        latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES) if measure_latency else None
         entry["latency"] = latency.to_json() if latency is not None else None
+        entry["latency_skipped"] = not measure_latency
     learned_weights = session.learned.weights if session.learned else None
     ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement,
                                                                                       calibration_batches=session.calibration_batches,

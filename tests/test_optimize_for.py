@@ -196,3 +196,11 @@ def test_a_wrong_optimize_for_is_one_clear_message(text: str, message: str, tmp_
     with pytest.raises(RecipeError) as e:
         load_recipe(path)
     assert str(e.value).endswith(message) and "more error" not in str(e.value)
+
+
+def test_no_latency_skips_the_timing_and_the_report_says_so(digits: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [*digits_build_args(digits, tmp_path / "OUT", "onnx"), "--no-latency"])
+    assert result.exit_code == 0, result.output
+    t = json.loads((tmp_path / "OUT" / "report.json").read_text())["targets"]["onnx"]
+    assert t["latency"] is None and t["latency_skipped"] is True
+    assert "- latency: not measured (--no-latency)" in (tmp_path / "OUT" / "report.md").read_text()

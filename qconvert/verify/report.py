@@ -82,7 +82,7 @@ def summary_table(report: dict[str, Any]) -> str:
 def _latency_lines(t: dict[str, Any]) -> list[str]:
     lat = t.get("latency")
     if not lat:
-        return ["- latency: not measured for this target"]
+        return ["- latency: not measured (--no-latency)" if t.get("latency_skipped") else "- latency: not measured for this target"]
     per_batch = "; ".join(f"batch {b}: int8 {_fmt(v['int8_ms'], '.3g')} ms, float {_fmt(v['float_ms'], '.3g')} ms "
                           f"({_fmt(v['speedup'])}x)" for b, v in sorted(lat["by_batch"].items(), key=lambda kv: int(kv[0])))
     lines = [f"- latency in {lat['runtime']} (10th percentile of runs, int8 and float timed in turn): {per_batch}"]

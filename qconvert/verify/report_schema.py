@@ -112,6 +112,7 @@ class TargetEntry(BaseModel):
     vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation.")
     vs_float: Comparison | None = Field(None, description="Artifact vs the float model.")
     latency: LatencyEntry | None = Field(None, description="Latency of the artifact against the float model in the same runtime, when measured.")
+    latency_skipped: bool = Field(False, description="True when the build ran with --no-latency.")
     optimize_for: OptimizeForEntry | None = Field(None, description="What the target optimised for and the types that gave.")
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
 
