@@ -160,9 +160,9 @@ def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(tmp
     pytest.importorskip("qconvert_onnx")
     import onnx
     from onnx import numpy_helper
+    from qconvert_onnx import OnnxTarget
 
     from qconvert.errors import ConstraintError
-    from qconvert_onnx import OnnxTarget
 
     torch.manual_seed(0)
     x = torch.randn(16, 3, 8, 8)

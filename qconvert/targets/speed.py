@@ -29,6 +29,7 @@ from qconvert.targets.placement import Placement
 
 __all__ = ["FastTypes", "OptimizeFor", "SpeedChoice", "choose"]
 
+
 @dataclass(frozen=True)
 class FastTypes:
     """The types one device's integer kernels run fastest, and the target's default choice there.

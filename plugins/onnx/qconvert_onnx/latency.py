@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-__all__ = ["session_ms", "count_int8_nodes", "INT8_OPS", "FLOAT_COMPUTE_OPS"]
+__all__ = ["FLOAT_COMPUTE_OPS", "INT8_OPS", "count_int8_nodes", "session_ms"]
 
 INT8_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul", "QGemm",
