@@ -110,7 +110,8 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
-        from qconvert.pipeline import BuildRequest, build as run_build
+        from qconvert.pipeline import BuildRequest
+        from qconvert.pipeline import build as run_build
         from qconvert.progress import reporting
         from qconvert.targets.registry import TargetRegistry
         from qconvert.verify.report import summary_table
@@ -143,10 +144,9 @@ def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, 
     """Collect calibration statistics once, for reuse with 'build --stats'."""
 
     def go() -> None:
+        from qconvert.core.distributed import current_shard, gather_stats, shard_batches
         from qconvert.core.quantize import calibrate as run_calibrate
         from qconvert.pipeline import _torch_batches, prepare_session
-
-        from qconvert.core.distributed import current_shard, gather_stats, shard_batches
 
         shard = current_shard()
         s = prepare_session(model, recipe, calib_data, weights, _shape(input_shape))

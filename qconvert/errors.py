@@ -10,22 +10,22 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
-    "EXIT_OK",
-    "EXIT_INTERNAL",
     "EXIT_BAD_INPUT",
     "EXIT_GATE_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
     "EXIT_TARGET_UNAVAILABLE",
-    "QConvertError",
     "BadInputError",
-    "RecipeError",
-    "ModelLoadError",
-    "DataError",
     "CaptureError",
     "ConstraintError",
-    "StatsError",
+    "DataError",
     "GateFailedError",
-    "TargetUnavailableError",
+    "ModelLoadError",
     "PluginError",
+    "QConvertError",
+    "RecipeError",
+    "StatsError",
+    "TargetUnavailableError",
     "did_you_mean",
 ]
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from qconvert.errors import RecipeError
 from qconvert.recipe import load_recipe, recipe_from_text
@@ -55,7 +56,7 @@ def test_override_in_list_reports_its_line() -> None:
 
 def test_recipe_is_immutable() -> None:
     r = recipe_from_text("version: 1")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         r.version = 2  # type: ignore[misc]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import inspect
+import io
 import warnings
 from dataclasses import dataclass
 
@@ -78,7 +78,7 @@ def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...], dynamic: tup
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
                 return torch.export.export(model, args, dynamic_shapes=dynamic, strict=strict)
-        except Exception as e:  # torch raises many types here; all mean "cannot capture"
+        except Exception as e:  # noqa: BLE001 -- torch raises many types here; all mean "cannot capture"
             errors.append(_first_line(e))
     raise CaptureError(
         f"torch.export cannot capture the model: {errors[-1]} "

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from qconvert.core.stats import StatsSet
 
-__all__ = ["Shard", "current_shard", "shard_batches", "gather_stats"]
+__all__ = ["Shard", "current_shard", "gather_stats", "shard_batches"]
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
 from qconvert.core.capture import Captured
 
-__all__ = ["equalize", "EqualizedPair"]
+__all__ = ["EqualizedPair", "equalize"]
 
 aten = torch.ops.aten
 _CONV = {aten.conv2d.default, aten.conv1d.default}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["module_of", "OpKind", "op_kind", "module_names_of_graph"]
+__all__ = ["OpKind", "module_names_of_graph", "module_of", "op_kind"]
 
 aten = torch.ops.aten
 

@@ -20,7 +20,7 @@ from qconvert.core.scheme import int_range, qparams_from_range
 from qconvert.core.stats import TensorStats, grow_histogram
 from qconvert.recipe.model import CalibrationConfig, QScheme
 
-__all__ = ["RunningStats", "QObserver"]
+__all__ = ["QObserver", "RunningStats"]
 
 _TINY_RANGE = 2.0**-24
 

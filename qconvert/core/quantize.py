@@ -25,7 +25,7 @@ from qconvert.recipe.model import Recipe
 from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
-__all__ = ["QuantizedModel", "calibrate", "quantize", "QParamSummary"]
+__all__ = ["QParamSummary", "QuantizedModel", "calibrate", "quantize"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from qconvert.core.plan import TensorQuant
 from qconvert.core.stats import TensorStats
 from qconvert.recipe.model import CalibrationConfig
 
-__all__ = ["choose_range", "aciq_alpha", "METHODS"]
+__all__ = ["METHODS", "aciq_alpha", "choose_range"]
 
 Range = tuple[float, float]
 

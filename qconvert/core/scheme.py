@@ -77,4 +77,4 @@ def qparams_from_range(
 
 def pot_exponent(scale: float) -> int:
     """The shift n with scale == 2**-n, for power-of-two scales."""
-    return -int(round(math.log2(scale)))
+    return -round(math.log2(scale))

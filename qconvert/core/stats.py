@@ -15,7 +15,7 @@ import numpy as np
 
 from qconvert.errors import StatsError
 
-__all__ = ["TensorStats", "StatsSet", "grow_histogram", "merge_stats"]
+__all__ = ["StatsSet", "TensorStats", "grow_histogram", "merge_stats"]
 
 STATS_FORMAT = 1
 

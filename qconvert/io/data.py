@@ -16,7 +16,7 @@ import numpy as np
 from qconvert.errors import DataError
 from qconvert.recipe.model import Preprocess
 
-__all__ = ["Dataset", "Batch", "open_dataset", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "Batch", "Dataset", "open_dataset"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_KEYS = ("y", "labels", "label")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from qconvert.errors import RecipeError
 from qconvert.recipe.model import Recipe
 
-__all__ = ["load_recipe", "recipe_hash", "recipe_from_text"]
+__all__ = ["load_recipe", "recipe_from_text", "recipe_hash"]
 
 
 def load_recipe(path: str | Path) -> Recipe:

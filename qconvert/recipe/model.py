@@ -13,16 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "RECIPE_VERSION",
-    "Mode",
-    "Granularity",
-    "RangeMethod",
-    "QScheme",
-    "CalibrationConfig",
-    "LayerOverride",
-    "Preprocess",
-    "Gates",
     "AutoFallback",
+    "CalibrationConfig",
+    "Gates",
+    "Granularity",
+    "LayerOverride",
+    "Mode",
+    "Preprocess",
     "QATConfig",
+    "QScheme",
+    "RangeMethod",
     "Recipe",
 ]
 

@@ -68,7 +68,7 @@ class QuantConstraints:
         modes = self.weight_modes if weight else self.activation_modes
         max_bits = self.max_weight_bits if weight else self.max_activation_bits
         if s.mode not in modes:
-            to = "sym" if "sym" in modes else sorted(modes)[0]
+            to = "sym" if "sym" in modes else min(modes)
             out.append(Violation(f"{tq.role} mode must be one of {sorted(modes)}, not '{s.mode}'", replace(tq, scheme=s.model_copy(update={"mode": to}))))
         if s.bits > max_bits:
             out.append(Violation(f"{tq.role}s can have at most {max_bits} bits, not {s.bits}", replace(tq, scheme=s.model_copy(update={"bits": max_bits}))))

@@ -12,7 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 from qconvert.errors import BadInputError, PluginError, did_you_mean
 from qconvert.targets.base import Target
 
-__all__ = ["ENTRY_POINT_GROUP", "AUTOLOAD_ENV", "TargetRegistry"]
+__all__ = ["AUTOLOAD_ENV", "ENTRY_POINT_GROUP", "TargetRegistry"]
 
 ENTRY_POINT_GROUP = "qconvert.targets"
 AUTOLOAD_ENV = "QCONVERT_DISABLE_PLUGIN_AUTOLOAD"

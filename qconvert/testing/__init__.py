@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["digits_paths", "digits_build_args"]
+__all__ = ["digits_build_args", "digits_paths"]
 
 
 def digits_paths(root: Path) -> dict[str, Path]:

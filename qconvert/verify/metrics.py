@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Comparison", "CompareAccumulator", "AccuracyAccumulator"]
+__all__ = ["AccuracyAccumulator", "CompareAccumulator", "Comparison"]
 
 
 @dataclass(frozen=True)

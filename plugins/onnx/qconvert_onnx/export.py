@@ -19,7 +19,7 @@ from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
 
-__all__ = ["export_qdq", "weight_dequantize_count", "export_onnx_model", "export_float_model"]
+__all__ = ["export_float_model", "export_onnx_model", "export_qdq", "weight_dequantize_count"]
 
 
 def export_onnx_model(qmodel: QuantizedModel) -> onnx.ModelProto:

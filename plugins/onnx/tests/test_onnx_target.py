@@ -10,14 +10,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from qconvert_onnx import OnnxTarget
+from qconvert_onnx.export import export_onnx_model, weight_dequantize_count
+from qconvert_onnx.options import OnnxOptions
 
 from qconvert.core.capture import capture
 from qconvert.core.quantize import calibrate, quantize
 from qconvert.io.model import load_model
 from qconvert.recipe import load_recipe
-from qconvert_onnx import OnnxTarget
-from qconvert_onnx.export import export_onnx_model, weight_dequantize_count
-from qconvert_onnx.options import OnnxOptions
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "samples" / "digits"
@@ -122,8 +122,9 @@ def test_manifest_and_golden_files(onnx_build: Path) -> None:
 
 def test_sub_8_bit_activations_saturate_like_the_simulation() -> None:
     """4-bit activations live in uint8 storage; the exported model must clip to [0, 15]."""
-    from qconvert.recipe import recipe_from_text
     from qconvert_onnx.export import narrow_ranges
+
+    from qconvert.recipe import recipe_from_text
 
     recipe = recipe_from_text("activations: {bits: 4, mode: asym_u}\nweights: {bits: 4, mode: sym, granularity: per_channel}\n"
                               "calibration: {method: percentile, percentile: 99.0}\n")
@@ -158,8 +159,9 @@ class _Excluded(torch.nn.Module):
 def test_excluded_layers_between_quantized_ones_stay_float_in_onnxruntime(tmp_path: Path) -> None:
     """onnxruntime would quantize an excluded conv's float weights itself (WeightBiasQuantization) when it reads a
     DequantizeLinear and feeds a QuantizeLinear; the export keeps it float, as the simulation has it."""
-    from qconvert.recipe.model import Recipe
     from qconvert_onnx.latency import count_int8_nodes
+
+    from qconvert.recipe.model import Recipe
 
     torch.manual_seed(0)
     x = torch.randn(32, 3, 8, 8)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
 from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.speed import FastTypes
 from qconvert.targets.placement import Placement
+from qconvert.targets.speed import FastTypes
 from qconvert_pytorch.options import PyTorchOptions
 
 if TYPE_CHECKING:

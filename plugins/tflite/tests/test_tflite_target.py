@@ -237,11 +237,12 @@ def test_unavailable_without_an_interpreter_gives_the_install_hint(tmp_path: Pat
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_imagenet_models_within_declared_tolerance(name: str, tmp_path: Path) -> None:
     """Where the declared 2 steps come from: random-weight ResNet-18 measured 1, MobileNetV2 2 (224x224, 16 inputs)."""
+    from qconvert_tflite import TFLiteTarget
+
     from bench import models
     from qconvert.core.capture import capture
     from qconvert.core.quantize import calibrate
     from qconvert.recipe.model import Recipe
-    from qconvert_tflite import TFLiteTarget
 
     model = getattr(models, name)()
     g = torch.Generator().manual_seed(0)
