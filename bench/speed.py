@@ -84,6 +84,12 @@ def run() -> None:
                 cells = [f"{ms[b][name]:.1f} ms" + ("" if name == "fp32" else f" ({ms[b]['fp32'] / ms[b][name]:.2f}x)") for b in BATCHES]
                 nodes = "-" if name == "fp32" else "{} / {}".format(*count_int8_nodes(path)[:2])
                 print(f"| {model_name} {name} | " + " | ".join(cells) + f" | {nodes} |", flush=True)
+            peers = [k for k in models_ if k.startswith("ort ")]
+            if peers:
+                ours = "qconvert onnx (default recipe)"
+                best = {b: min(ms[b][k] for k in peers) for b in BATCHES}
+                print(f"| {model_name}: onnxruntime's best / qconvert (>1: qconvert faster) | "
+                      + " | ".join(f"{best[b] / ms[b][ours]:.3f}" for b in BATCHES) + " | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def interleaved_ms(calls: Mapping[str, Callable[[], object]], budget_s: float = 
     """Milliseconds of one call of each callable: the ``quantile`` of all timed calls.
 
     Each callable is warmed up twice; then ``rounds`` rounds run a block of calls
-    of each in turn. The block size is picked from the warm-up time so the whole
+    of each in turn, the order rotating from round to round. The block size is picked from the warm-up time so the whole
     measurement takes about ``budget_s`` (at least 2 calls per block).
     """
     warm: dict[str, float] = {}
@@ -41,8 +41,10 @@ def interleaved_ms(calls: Mapping[str, Callable[[], object]], budget_s: float = 
     per_round = max(sum(warm.values()), 1e-6)
     block = int(min(max_block, max(2, budget_s / rounds / per_round)))
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
+    order = list(calls.items())
+    for r in range(rounds):
+        # each round starts with another callable, so none always runs right after the same neighbour
+        for name, fn in order[r % len(order):] + order[: r % len(order)]:
             for _ in range(block):
                 start = time.perf_counter()
                 fn()
