@@ -74,11 +74,18 @@ class _SE(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
 
 
-def test_accuracy_placement_quantizes_compute_ops_only() -> None:
+@pytest.fixture(scope="module")
+def se_calibrated() -> tuple:
+    """The SE model captured and calibrated once, for the tests below."""
     torch.manual_seed(0)
     x = torch.randn(16, 3, 8, 8)
     cap = capture(_SE().eval(), (x[:2],))
     stats = calibrate(cap, Recipe(), [(x,)])
+    return cap, stats
+
+
+def test_accuracy_placement_quantizes_compute_ops_only(se_calibrated: tuple) -> None:
+    cap, stats = se_calibrated
     quantized = {}
     for optimize_for in ("speed", "accuracy"):
         choice = choose(Recipe(optimize_for=optimize_for), "onnx", X86, QuantConstraints(), DEFAULT_PLACEMENT)
@@ -132,15 +139,12 @@ def test_every_bundled_target_declares_its_fast_types(name: str) -> None:
     assert fast.weight_mode in target.constraints(options).weight_modes
 
 
-def test_onnxruntime_runs_the_mul_in_int8_for_speed_and_in_float_for_accuracy(tmp_path: Path) -> None:
+def test_onnxruntime_runs_the_mul_in_int8_for_speed_and_in_float_for_accuracy(se_calibrated: tuple, tmp_path: Path) -> None:
     pytest.importorskip("qconvert_onnx")
     from qconvert_onnx import OnnxTarget
     from qconvert_onnx.latency import count_int8_nodes
 
-    torch.manual_seed(0)
-    x = torch.randn(16, 3, 8, 8)
-    cap = capture(_SE().eval(), (x[:2],))
-    stats = calibrate(cap, Recipe(), [(x,)])
+    cap, stats = se_calibrated
     target = OnnxTarget()
     options = target.parse_options({})
     ops = {}
@@ -156,7 +160,7 @@ def test_onnxruntime_runs_the_mul_in_int8_for_speed_and_in_float_for_accuracy(tm
     assert ops["accuracy"][2] == ("GlobalAveragePool", "Mul", "Sigmoid") and ops["accuracy"][0] == 4
 
 
-def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(tmp_path: Path) -> None:
+def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(se_calibrated: tuple, tmp_path: Path) -> None:
     pytest.importorskip("qconvert_onnx")
     import onnx
     from onnx import numpy_helper
@@ -164,10 +168,7 @@ def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(tmp
 
     from qconvert.errors import ConstraintError
 
-    torch.manual_seed(0)
-    x = torch.randn(16, 3, 8, 8)
-    cap = capture(_SE().eval(), (x[:2],))
-    stats = calibrate(cap, Recipe(), [(x,)])
+    cap, stats = se_calibrated
     target = OnnxTarget()
     options = target.parse_options({"device": "x86_avx2"})
     constraints = target.constraints(options)
