@@ -19,6 +19,7 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
 from qconvert.core.capture import Captured
+from qconvert.core.graph import attr_of
 
 __all__ = ["EqualizedPair", "equalize"]
 
@@ -66,7 +67,7 @@ def _pairs(gm: GraphModule) -> list[tuple[Node, Node]]:
             link, b = a, link
         if b.target not in _CONV or b.args[0] is not link or not _attr_node(b.args[1]):
             continue
-        if _groups(b) in (1, _tensor(gm, a.args[1]).shape[0]):
+        if _groups(b) in (1, attr_of(gm, a.args[1].target).shape[0]):
             pairs.append((a, b))
     return pairs
 
@@ -75,12 +76,6 @@ def _attr_node(n: object) -> bool:
     return isinstance(n, Node) and n.op == "get_attr"
 
 
-def _tensor(gm: GraphModule, node: Node) -> torch.Tensor:
-    obj: object = gm
-    for part in str(node.target).split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj
 
 
 def _set(gm: GraphModule, node: Node, value: torch.Tensor) -> None:
@@ -94,7 +89,7 @@ def _set(gm: GraphModule, node: Node, value: torch.Tensor) -> None:
 
 @torch.no_grad()
 def _equalize_pair(gm: GraphModule, a: Node, b: Node) -> None:
-    w1, w2 = _tensor(gm, a.args[1]), _tensor(gm, b.args[1])
+    w1, w2 = attr_of(gm, a.args[1].target), attr_of(gm, b.args[1].target)
     depthwise = _groups(b) > 1
     r1 = w1.abs().reshape(w1.shape[0], -1).amax(dim=1)
     r2 = w2.abs().reshape(w2.shape[0], -1).amax(dim=1) if depthwise else w2.abs().transpose(0, 1).reshape(w2.shape[1], -1).amax(dim=1)
@@ -103,7 +98,7 @@ def _equalize_pair(gm: GraphModule, a: Node, b: Node) -> None:
     _set(gm, a.args[1], w1 / s.reshape(view_a))
     bias = a.args[2] if len(a.args) > 2 else None
     if _attr_node(bias):
-        _set(gm, bias, _tensor(gm, bias) / s)  # type: ignore[arg-type]
+        _set(gm, bias, attr_of(gm, bias.target) / s)  # type: ignore[arg-type]
     if depthwise:
         _set(gm, b.args[1], w2 * s.reshape(view_a))
     else:

@@ -75,3 +75,13 @@ def is_float_tensor(node: object) -> bool:
         return False
     val = node.meta.get("val")
     return isinstance(val, torch.Tensor) and val.is_floating_point()
+
+
+def attr_of(gm: GraphModule, target: object) -> torch.Tensor:
+    """The tensor a ``get_attr`` node with this target (a dotted path in ``gm``) reads."""
+    obj: object = gm
+    for part in str(target).split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, torch.Tensor):
+        raise TypeError(f"graph attribute '{target}' is not a tensor")
+    return obj

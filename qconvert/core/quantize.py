@@ -15,7 +15,7 @@ from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.bias_correction import correct_biases
 from qconvert.core.capture import Captured
 from qconvert.core.coverage import observe_consumed_tensors
-from qconvert.core.graph import module_of
+from qconvert.core.graph import attr_of, module_of
 from qconvert.core.observer import QObserver
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
@@ -68,6 +68,10 @@ class QuantizedModel:
     @property
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         return self.captured.example_inputs
+
+    def example_inputs_at(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """The example inputs repeated to ``batch`` rows: inputs for timing, where values do not matter."""
+        return tuple(torch.cat([t] * -(-batch // t.shape[0]))[:batch].contiguous() for t in self.example_inputs)
 
     def output_scales(self) -> list[float | None]:
         """Scale of each graph output's final dequantize, None where an output is float."""
@@ -124,15 +128,9 @@ def _feed_weights(prepared: GraphModule) -> None:
         obs = modules[node.target]
         src = node.args[0]
         if obs.spec.role == "weight" and getattr(src, "op", None) == "get_attr":
-            obs(_get_attr(prepared, src.target))
+            obs(attr_of(prepared, src.target))
 
 
-def _get_attr(gm: GraphModule, target: str) -> torch.Tensor:
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import OpKind, op_kind
+from qconvert.core.graph import OpKind, attr_of, op_kind
 from qconvert.core.observer import QObserver
 from qconvert.errors import CaptureError
 from qconvert.qat.convbn import ConvBnQAT
@@ -165,11 +165,3 @@ class _Rewriter:
     def _is_observer(self, node: Node) -> bool:
         return node.op == "call_module" and isinstance(self.modules.get(str(node.target)), QObserver)
 
-
-def attr_of(gm: GraphModule, target: str) -> torch.Tensor:
-    """The tensor a ``get_attr`` node with this target reads."""
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj

@@ -14,7 +14,7 @@ __all__ = ["int8_nodes_cell", "speedup_cell", "summary_table", "write_reports"]
 
 def write_reports(out: Path, report: dict[str, Any]) -> None:
     # Strict JSON: an infinite SQNR (identical outputs) is written "inf", never the non-standard Infinity.
-    (out / "report.json").write_text(json.dumps(_finite(report), indent=1, default=_json_default, allow_nan=False) + "\n")
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=1, default=str, allow_nan=False) + "\n")
     (out / "report.md").write_text(_markdown(report))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
 
@@ -42,12 +42,6 @@ def int8_nodes_cell(t: dict[str, Any]) -> str:
     if lat.get("int8_nodes") is None:
         return "-"
     return f"{lat['int8_nodes']} of {lat['int8_nodes'] + (lat.get('float_nodes') or 0)}"
-
-
-def _json_default(o: object) -> object:
-    if isinstance(o, float) and math.isinf(o):
-        return "inf"
-    return str(o)
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:

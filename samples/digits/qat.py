@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from model import build  # type: ignore[import-not-found]
-from train import digits_16x16  # type: ignore[import-not-found]
+from train import digits_split, fit  # type: ignore[import-not-found]
 
 import qconvert.qat
 from qconvert.core.capture import capture
@@ -62,7 +61,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray) -> float:
         return 100.0 * float(np.mean(model(x).argmax(1).numpy() == y))
 
 
-def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float) -> None:
+def train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float) -> None:
     """An ordinary training loop, nothing QAT-specific: SGD with momentum, warmup, cosine decay."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     per_epoch = math.ceil(len(x) / BATCH)
@@ -73,17 +72,7 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
             return (step + 1) / warmup
         return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), BATCH):
-            batch = order[i : i + BATCH]
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            schedule.step()
+    fit(model, opt, x, y, epochs, torch.optim.lr_scheduler.LambdaLR(opt, factor), BATCH)
 
 
 def main() -> None:
@@ -97,9 +86,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
 
-    x, y = digits_16x16()
-    train_idx = np.random.default_rng(0).permutation(len(x))[:1297]  # train.py's split
-    xt, yt = torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx])
+    x, y, train_idx, _ = digits_split()
     calib = torch.from_numpy(np.load(HERE / "calib.npz")["x"])
     held_out = np.load(HERE / "eval.npz")
     xe, ye = torch.from_numpy(held_out["x"]), held_out["y"]
@@ -117,7 +104,7 @@ def main() -> None:
     # QAT from the same calibration
     qat_model = qconvert.qat.prepare(model, recipe, calib[:2], calibration=stats)
     start = time.process_time()
-    train(qat_model, xt, yt, args.epochs, args.lr)
+    train(qat_model, x[train_idx], y[train_idx], args.epochs, args.lr)
     cpu = time.process_time() - start
     qat_model.eval()
     qconvert.qat.save(qat_model, args.out)

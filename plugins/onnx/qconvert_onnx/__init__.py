@@ -84,18 +84,9 @@ class OnnxTarget(Target):
         models = {"int8": str(artifact.path), "float": export_float_model(qmodel).SerializeToString()}
         int8_ms, float_ms = [], []
         for b in batch_sizes:
-            feeds = {n: _example(t, b) for n, t in zip(artifact.input_names, qmodel.example_inputs)}
+            feeds = {n: t.numpy() for n, t in zip(artifact.input_names, qmodel.example_inputs_at(b))}
             ms = session_ms(models, feeds)
             int8_ms.append(ms["int8"])
             float_ms.append(ms["float"])
         int8_nodes, float_nodes, float_ops = count_int8_nodes(str(artifact.path))
         return Latency(self.runtime_version(), batch_sizes, tuple(int8_ms), tuple(float_ms), int8_nodes, float_nodes, float_ops)
-
-
-def _example(t: object, batch: int) -> np.ndarray:
-    """A batch of inputs shaped and typed like the example input (values do not matter for timing)."""
-    import numpy as np
-
-    arr = t.numpy()  # type: ignore[attr-defined]
-    reps = (batch + arr.shape[0] - 1) // arr.shape[0]
-    return np.ascontiguousarray(np.concatenate([arr] * reps)[:batch])

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from qconvert.core.graph import attr_of
+
 __all__ = ["dynamic_linear_count", "replace_dynamic_linears", "translation_table"]
 
 _qd = torch.ops.quantized_decomposed
@@ -69,7 +71,7 @@ def replace_dynamic_linears(gm: GraphModule) -> GraphModule:
     for i, n in enumerate([n for n in gm.graph.nodes if _is_dynamic_linear(n)]):
         x = n.args[0].args[0].args[0]  # dq(q(x, choose_qparams(x)))
         w_t, w_scale, w_zp = _weight(gm, n.args[1])
-        bias = _attr(gm, n.args[2].target) if len(n.args) > 2 and isinstance(n.args[2], Node) else torch.zeros(w_t.shape[1])
+        bias = attr_of(gm, n.args[2].target) if len(n.args) > 2 and isinstance(n.args[2], Node) else torch.zeros(w_t.shape[1])
         consts = []
         for suffix, value in (("w_t", w_t), ("w_scale", w_scale), ("w_zp", w_zp), ("bias", bias.detach().float())):
             name = f"_qconvert_dynamic_linear_{i}_{suffix}"
@@ -95,7 +97,7 @@ def _is_dynamic_linear(n: Node) -> bool:
 
 def _weight(gm: GraphModule, dq: Node) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """int8 weight transposed to [in, out], with per-output scales and zero points (MatMulInteger's B)."""
-    codes = _attr(gm, dq.args[0].target)  # type: ignore[union-attr]
+    codes = attr_of(gm, dq.args[0].target)  # type: ignore[union-attr]
     out = codes.shape[0]
     if dq.target == _DQ_CH:
         scale, zp = _value(gm, dq.args[1]), _value(gm, dq.args[2])
@@ -105,12 +107,5 @@ def _weight(gm: GraphModule, dq: Node) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _value(gm: GraphModule, a: Any) -> torch.Tensor:
-    return _attr(gm, a.target) if isinstance(a, Node) else torch.as_tensor(a)
-
-
-def _attr(gm: GraphModule, target: Any) -> torch.Tensor:
-    obj: Any = gm
-    for part in str(target).split("."):
-        obj = getattr(obj, part)
-    return obj
+    return attr_of(gm, a.target) if isinstance(a, Node) else torch.as_tensor(a)
 

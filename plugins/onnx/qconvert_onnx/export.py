@@ -7,6 +7,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,7 +20,7 @@ from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
 
-__all__ = ["export_float_model", "export_onnx_model", "export_qdq", "weight_dequantize_count"]
+__all__ = ["dynamo_export", "export_float_model", "export_onnx_model", "export_qdq", "weight_dequantize_count"]
 
 
 def export_onnx_model(qmodel: QuantizedModel) -> onnx.ModelProto:
@@ -33,8 +34,15 @@ def export_float_model(qmodel: QuantizedModel) -> onnx.ModelProto:
 
 
 def _export(gm: torch.nn.Module, qmodel: QuantizedModel) -> onnx.ModelProto:
+    return dynamo_export(gm, qmodel.example_inputs, qmodel.input_names, _output_names(qmodel), translation_table())
+
+
+def dynamo_export(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], input_names: tuple[str, ...],
+                  output_names: list[str], custom_translation_table: dict[Any, Any] | None = None) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)`` with a dynamic batch on every input, and without the
+    exporter's progress lines and warnings (the user gets our report, not torch's log)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic = tuple({0: batch} for _ in qmodel.example_inputs)
+    dynamic = tuple({0: batch} for _ in example)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -42,9 +50,8 @@ def _export(gm: torch.nn.Module, qmodel: QuantizedModel) -> onnx.ModelProto:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                gm, qmodel.example_inputs, dynamo=True, dynamic_shapes=dynamic,
-                input_names=list(qmodel.input_names), output_names=_output_names(qmodel), verbose=False,
-                custom_translation_table=translation_table(),
+                gm, example, dynamo=True, dynamic_shapes=dynamic, input_names=list(input_names),
+                output_names=output_names, verbose=False, custom_translation_table=custom_translation_table,
             )
     finally:
         quiet.setLevel(level)

@@ -52,9 +52,6 @@ Counts = tuple[int | None, int | None, tuple[str, ...]]
 THREADS = 1
 
 
-def _inputs(qmodel: QuantizedModel, batch: int) -> tuple[torch.Tensor, ...]:
-    """The example inputs repeated to ``batch`` rows (values do not matter for timing)."""
-    return tuple(torch.cat([t] * -(-batch // t.shape[0]))[:batch].contiguous() for t in qmodel.example_inputs)
 
 
 def _ms(int8: Any, flt: Any, inputs: tuple[torch.Tensor, ...], budget_s: float) -> dict[str, float]:
@@ -88,7 +85,7 @@ def _compiled(qmodel: QuantizedModel, path: Path, batch_sizes: tuple[int, ...], 
     try:
         with inductor_freezing():
             for b in batch_sizes:
-                inputs = _inputs(qmodel, b)
+                inputs = qmodel.example_inputs_at(b)
                 int8 = torch.compile(torch.export.load(str(path)).module(), dynamic=False)
                 flt = torch.compile(copy.deepcopy(qmodel.captured.graph), dynamic=False)
                 before = Counter(counters["inductor"])
@@ -120,7 +117,7 @@ def _scripted(qmodel: QuantizedModel, path: Path, backend: str, batch_sizes: tup
               budget_s: float) -> tuple[list[dict[str, float]], Counts]:
     with quantized_engine(backend), torch.no_grad():
         int8 = torch.jit.load(str(path))
-        ms = [_ms(int8, qmodel.captured.graph, _inputs(qmodel, b), budget_s) for b in batch_sizes]
+        ms = [_ms(int8, qmodel.captured.graph, qmodel.example_inputs_at(b), budget_s) for b in batch_sizes]
     types = [m._c._type().qualified_name() for _, m in int8.named_modules()]
     quantized = [t for t in types if ".quantized." in t and t.rsplit(".", 1)[1] in _QUANTIZED_MODULES]
     floats = [k for k in _kinds(int8.graph.nodes()) if k.startswith("aten::") and k.removeprefix("aten::") in _CONV | _LINEAR]

@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 from torch.fx import GraphModule, Node
 
+from qconvert.core.graph import attr_of
 from qconvert_pytorch import modules as qm
 
 __all__ = ["LoweringError", "lower_to_quantized_modules"]
@@ -98,7 +99,7 @@ class _Lowerer:
         if n not in self.env:
             if n.op != "get_attr":
                 raise LoweringError(f"node '{n.name}' used before it was lowered")
-            self.env[n] = self._const(n.name, _attr(self.src, n.target))
+            self.env[n] = self._const(n.name, attr_of(self.src, n.target))
         return self.env[n]
 
     def _const(self, hint: str, value: torch.Tensor) -> Node:
@@ -193,7 +194,7 @@ class _Lowerer:
         params = list(params)
         qweights = [_qweight(self.src, p) for i, p in enumerate(params) if i % stride < 2]
         if has_biases:
-            biases = [_attr(self.src, p.target) for i, p in enumerate(params) if i % stride >= 2]
+            biases = [attr_of(self.src, p.target) for i, p in enumerate(params) if i % stride >= 2]
         else:
             biases = [torch.zeros(w.shape[0]) for w in qweights]
         module = qm.dynamic_rnn(kind, qweights, biases, int(num_layers), bool(bidirectional), bool(batch_first))
@@ -261,20 +262,15 @@ def _map_args(n: Node, val: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return fx.node.map_arg(n.args, val), fx.node.map_arg(n.kwargs, val)
 
 
-def _attr(gm: GraphModule, target: Any) -> torch.Tensor:
-    obj: Any = gm
-    for part in str(target).split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _scalar_or_attr(gm: GraphModule, a: Any) -> Any:
-    return _attr(gm, a.target) if isinstance(a, Node) else a
+    return attr_of(gm, a.target) if isinstance(a, Node) else a
 
 
 def _qweight(gm: GraphModule, dq: Any) -> torch.Tensor:
     """The int8 weight behind a weight dequantize, as a torch quantized tensor."""
-    codes = _attr(gm, dq.args[0].target)
+    codes = attr_of(gm, dq.args[0].target)
     if dq.target == DQ_CH:
         scales, zps, axis = _scalar_or_attr(gm, dq.args[1]), _scalar_or_attr(gm, dq.args[2]), dq.args[3]
         return torch._make_per_channel_quantized_tensor(codes, scales.double(), zps.long(), int(axis))
@@ -283,7 +279,7 @@ def _qweight(gm: GraphModule, dq: Any) -> torch.Tensor:
 
 def _constant_dequantize(gm: GraphModule, dq: Any) -> torch.Tensor:
     """A constant (weight or int32 bias) dequantized to float, for consumers that stay float."""
-    codes = _attr(gm, dq.args[0].target)
+    codes = attr_of(gm, dq.args[0].target)
     if codes.dtype != torch.int32:
         return _qweight(gm, dq).dequantize()
     scale = _scalar_or_attr(gm, dq.args[1])
@@ -299,7 +295,7 @@ def _bias(gm: GraphModule, b: Any) -> torch.Tensor | None:
     if b is None:
         return None
     if b.op == "get_attr":
-        return _attr(gm, b.target).detach().float()
+        return attr_of(gm, b.target).detach().float()
     return _constant_dequantize(gm, b)
 
 

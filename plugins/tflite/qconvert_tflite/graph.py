@@ -19,6 +19,8 @@ import copy
 import torch
 from torch.fx import GraphModule, Node
 
+from qconvert.core.graph import attr_of
+
 __all__ = ["litert_ready"]
 
 _qd = torch.ops.quantized_decomposed
@@ -33,7 +35,7 @@ def litert_ready(graph: GraphModule) -> GraphModule:
         src = node.args[0] if node.target in _DEQUANT else None
         if not isinstance(src, Node) or src.op != "get_attr":
             continue
-        q = _attr(gm, str(src.target))
+        q = attr_of(gm, str(src.target))
         if q.is_floating_point():
             continue
         real = _dequantized(gm, node, q)
@@ -66,14 +68,6 @@ def _dequantized(gm: GraphModule, node: Node, q: torch.Tensor) -> torch.Tensor:
 
 def _value(gm: GraphModule, arg: object) -> torch.Tensor:
     if isinstance(arg, Node):
-        return _attr(gm, str(arg.target))
+        return attr_of(gm, str(arg.target))
     return torch.tensor(arg)
 
-
-def _attr(gm: GraphModule, target: str) -> torch.Tensor:
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(obj, torch.Tensor):
-        raise TypeError(f"graph attribute '{target}' is not a tensor")
-    return obj

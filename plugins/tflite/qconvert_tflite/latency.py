@@ -73,9 +73,8 @@ def _at_batch(path: Path, batch: int) -> Any | None:
 def _feeds(it: Any, qmodel: QuantizedModel, batch: int) -> list[tuple[int, np.ndarray]]:
     """The example inputs at ``batch`` in the interpreter's own types (int8 inputs quantized here, untimed)."""
     feeds = []
-    for edge, t in zip(_edges(it.get_signature_runner().get_input_details()), qmodel.example_inputs):
+    for edge, t in zip(_edges(it.get_signature_runner().get_input_details()), qmodel.example_inputs_at(batch)):
         x = t.numpy()
-        x = np.concatenate([x] * -(-batch // x.shape[0]))[:batch]
         if np.issubdtype(edge.dtype, np.integer) and edge.scale > 0:
             x = quantize_input(x, edge.scale, edge.zero_point, edge.dtype)
         feeds.append((edge.index, np.ascontiguousarray(x, dtype=edge.dtype)))

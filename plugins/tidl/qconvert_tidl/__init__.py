@@ -36,7 +36,7 @@ class TidlTarget(Target):
     parity_tolerance_lsb = 16.0
 
     def available(self) -> Availability:
-        return Availability.of_modules("onnx", "onnxruntime", "onnxscript", install="onnx onnxscript onnxruntime")
+        return Availability.of_modules("onnx", "onnxruntime", "onnxscript", "qconvert_onnx", install="onnx onnxscript onnxruntime -e plugins/onnx")
 
     def runtime_version(self) -> str:
         import onnxruntime

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import module_of
+from qconvert.core.graph import attr_of, module_of
 
 __all__ = ["ClipRange", "activation_quantizers", "clip_model"]
 
@@ -93,16 +93,10 @@ def clip_model(qgraph: GraphModule) -> tuple[GraphModule, list[ClipRange]]:
     return gm, ranges
 
 
-def _attr(gm: GraphModule, target: str) -> torch.Tensor:
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj
 
 
 def _value(gm: GraphModule, a: object) -> object:
-    return _attr(gm, a.target) if isinstance(a, Node) and a.op == "get_attr" else a  # type: ignore[arg-type]
+    return attr_of(gm, a.target) if isinstance(a, Node) and a.op == "get_attr" else a  # type: ignore[arg-type]
 
 
 def _replace_constant_dequantize(gm: GraphModule, dq: Node) -> None:

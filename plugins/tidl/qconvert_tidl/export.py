@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import warnings
 from pathlib import Path
 
@@ -28,20 +27,9 @@ __all__ = ["clip_names", "export_clip_onnx", "export_clip_tflite"]
 def export_clip_onnx(gm: GraphModule, example: tuple[torch.Tensor, ...], input_names: tuple[str, ...],
                      ranges: list[ClipRange]) -> onnx.ModelProto:
     """The Clip model as ONNX with a dynamic batch, Clip outputs named after their tensors."""
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic = tuple({0: batch} for _ in example)
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(gm, example, dynamo=True, dynamic_shapes=dynamic,
-                                        input_names=list(input_names), output_names=["output"], verbose=False)
-    finally:
-        quiet.setLevel(level)
-    assert program is not None
-    model = program.model_proto
+    from qconvert_onnx.export import dynamo_export
+
+    model = dynamo_export(gm, example, input_names, ["output"])
     _name_clips(model, ranges)
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.fx import GraphModule, Node
 
+from qconvert.core.graph import attr_of
 from qconvert_tidl import intsim as S
 
 __all__ = ["compile_graph"]
@@ -119,17 +120,12 @@ _OPS: dict[Any, Callable[..., Any]] = {
 }
 
 
-def _attr(gm: GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _arg(a: Any, gm: GraphModule) -> Any:
     if isinstance(a, Node):
         if a.op == "get_attr":
-            value = _attr(gm, a.target)  # type: ignore[arg-type]
+            value = attr_of(gm, a.target)  # type: ignore[arg-type]
             return value.detach().numpy().astype(np.int64) if not value.is_floating_point() else value.detach().double().numpy()
         return S.Ref(a.name)
     if isinstance(a, (list, tuple)):

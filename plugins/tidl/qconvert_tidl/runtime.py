@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from qconvert_onnx.runtime import run_onnx  # the Clip model runs as any ONNX model does
 
 __all__ = ["run_onnx", "run_tflite", "tflite_available"]
-
-
-@lru_cache(maxsize=8)
-def _session(path: str, mtime: float) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    sess = _session(str(path), path.stat().st_mtime)
-    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
-    return [np.asarray(o) for o in sess.run(None, feed)]
 
 
 def tflite_available() -> bool:

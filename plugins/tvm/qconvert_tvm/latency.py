@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import onnx
 
 from qconvert.targets.base import Artifact, Latency
@@ -49,9 +48,6 @@ def _static_batch(model: onnx.ModelProto) -> int | None:
     return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
 
 
-def _example(t: Any, batch: int) -> np.ndarray:
-    arr = t.numpy()
-    return np.ascontiguousarray(np.concatenate([arr] * -(-batch // arr.shape[0]))[:batch])
 
 
 def _vm(path: Path) -> Any:
@@ -80,7 +76,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, options: TvmOpti
         built = compile_onnx(export_float_model(qmodel), spec, Path(tmp), "float.so", options.cross_compiler)
         vms = {"int8": _vm(artifact.path), "float": _vm(Path(tmp) / built.main_file)}
         for b in batches:
-            args = [tvm.runtime.tensor(_example(t, b)) for t in qmodel.example_inputs]
+            args = [tvm.runtime.tensor(t.numpy()) for t in qmodel.example_inputs_at(b)]
             ms = interleaved_ms({name: _caller(vm, args) for name, vm in vms.items()}, budget_s)
             int8_ms.append(ms["int8"])
             float_ms.append(ms["float"])
