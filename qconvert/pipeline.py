@@ -39,6 +39,7 @@ from qconvert.sensitivity.fallback import run_fallback
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
 from qconvert.targets.speed import choose
+from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layerwise import layer_report
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
@@ -316,6 +317,12 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         entry["notes"] += list(extra.notes)
         entry["checks"] = extra.results
     entry["layers"] = layer_report(qmodel, stats, data, session.recipe.calibration.batch_size)
+    if qmodel.requantization:
+        entry["requantization"] = [f.to_json() for f in qmodel.requantization]
+    if wants_accumulator_check(qmodel):  # on the calibration data; a --stats build has only the evaluation data
+        c = session.recipe.calibration
+        batches = session.calibration_batches() if session.calib is not None else _torch_batches(data, c.batch_size, c.num_samples)
+        entry["accumulators"] = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
     _write_manifest(target, artifact, qmodel, entry, options)
     return entry
 

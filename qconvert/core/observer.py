@@ -114,6 +114,9 @@ class QObserver(ObserverBase):
         self.unsigned_scheme: QScheme | None = None
         #: A weight range learned in quantization-aware training, used as is (``quantize(weight_ranges=)``).
         self.learned_range: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: Weight scales replaced after the fact (``qconvert.core.requantize`` folds a fixed-point
+        #: requantization multiplier into them); the zero point stays the scheme's.
+        self.scale_override: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.role == "weight":
@@ -164,6 +167,8 @@ class QObserver(ObserverBase):
             lo_f, hi_f = choose_range(self.stats(), self.spec, self.calib)
             lo, hi = torch.tensor(lo_f), torch.tensor(hi_f)
         scale, zp = qparams_from_range(lo, hi, self.unsigned_scheme or self.spec.scheme, self.rng)
+        if self.scale_override is not None:
+            scale = self.scale_override.reshape(scale.shape).to(scale.dtype)
         if not self.spec.per_channel:
             scale, zp = scale.reshape(1), zp.reshape(1)
         return scale, zp

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from qconvert.core.plan import TensorQuant
 from qconvert.errors import ConstraintError, RecipeError, did_you_mean
-from qconvert.recipe.model import CalibrationConfig, LayerOverride, QScheme, Recipe
+from qconvert.recipe.model import CalibrationConfig, LayerOverride, QScheme, Recipe, Requantize
 from qconvert.targets.constraints import QuantConstraints
 
 __all__ = ["QuantPolicy", "check_layer_names", "matches"]
@@ -74,6 +74,16 @@ class QuantPolicy:
             scheme = scheme.model_copy(update={"granularity": "per_channel"})
         method = (o.weight_method if o and o.weight_method else None) or self.recipe.weight_method
         return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise))
+
+    def requantize(self, module: str) -> Requantize | None:
+        """The fixed-point requantization of ``module`` (an override's wins over the recipe's)."""
+        o = self._override(module)
+        return o.requantize if o is not None and o.requantize is not None else self.recipe.requantize
+
+    def accumulator_bits(self, module: str) -> int | None:
+        """The accumulator width ``module`` is checked against (an override's wins), None: unchecked."""
+        o = self._override(module)
+        return o.accumulator_bits if o is not None and o.accumulator_bits is not None else self.recipe.accumulator_bits
 
     def dynamic(self, module: str) -> bool:
         """Whether ``module`` is quantized dynamically (recipe ``dynamic``, overrides win).

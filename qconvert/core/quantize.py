@@ -19,6 +19,7 @@ from qconvert.core.graph import attr_of, module_of
 from qconvert.core.observer import QObserver
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
+from qconvert.core.requantize import FoldedRequantization, fold_requantization
 from qconvert.core.stats import StatsSet
 from qconvert.errors import BadInputError, DataError, StatsError
 from qconvert.recipe.model import Recipe
@@ -60,6 +61,8 @@ class QuantizedModel:
     #: Per output: None where the output is quantized (its scale is in ``output_scales``), else the
     #: scale it would have as an activation of this target (TensorRT leaves the logits float).
     float_output_steps: tuple[float | None, ...] = field(default=())
+    #: Layers whose requantization ratios were made fixed-point (recipe ``requantize``).
+    requantization: tuple[FoldedRequantization, ...] = field(default=())
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -174,6 +177,7 @@ def quantize(
     for obs in observers:
         if weight_ranges and obs.spec.role == "weight" and obs.spec.key in weight_ranges:
             obs.learned_range = weight_ranges[obs.spec.key]
+    folded = fold_requantization(prepared, policy)
     summaries = tuple(_summary(o) for o in observers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -186,6 +190,7 @@ def quantize(
         graph=converted, captured=captured, recipe=recipe, target=target,
         decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),
         float_output_steps=_float_output_steps(converted, stats, QuantPolicy(recipe, policy.constraints, target)),
+        requantization=folded,
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "QScheme",
     "RangeMethod",
     "Recipe",
+    "Requantize",
 ]
 
 RECIPE_VERSION = 1
@@ -75,6 +76,24 @@ class CalibrationConfig(_Frozen):
     )
 
 
+class Requantize(_Frozen):
+    """Requantization by an integer multiplier and a right shift, as integer kernels do it.
+
+    A quantized conv/linear rescales its int32 accumulator by the ratio input scale x weight
+    scale / output scale. Integer kernels hold that ratio as a signed fixed-point multiplier
+    m (``multiplier_bits`` bits, normalised to [2**(bits-2), 2**(bits-1))) and a shift n:
+    ratio ~= m * 2**-n. The approximation is folded into the weight scales (per channel), so
+    the Q/DQ graph stays standard and the simulation computes with the approximated ratio.
+    """
+
+    multiplier_bits: int = Field(
+        32, ge=8, le=32, description="Bits of the signed integer multiplier, sign included: 32 is TFLite's and gemmlowp's Q31 multiplier."
+    )
+    rounding: Literal["nearest", "floor"] = Field(
+        "nearest", description="How the multiplier is taken from the exact ratio: nearest (TFLite's QuantizeMultiplier), or floor (Distiller's truncation)."
+    )
+
+
 class LayerOverride(_Frozen):
     """Per-layer settings; the first override whose pattern matches a module name wins.
 
@@ -91,6 +110,10 @@ class LayerOverride(_Frozen):
         None, description="QAT: how the matched layers' output ranges train, overriding qat.activation_ranges."
     )
     qat_weight_ranges: QATWeightRanges | None = Field(None, description="QAT: how the matched layers' weight ranges train, overriding qat.weight_ranges.")
+    requantize: Requantize | None = Field(None, description="Fixed-point requantization of the matched layers, overriding the recipe's 'requantize'.")
+    accumulator_bits: int | None = Field(
+        None, ge=8, le=64, description="Accumulator width of the matched layers, overriding the recipe's 'accumulator_bits'."
+    )
 
 
 class Preprocess(_Frozen):
@@ -222,6 +245,17 @@ class Recipe(_Frozen):
         None, description="When gates fail with plain PTQ, keep the most sensitive layers at higher precision until they pass."
     )
     qat: QATConfig = Field(QATConfig(), description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
+    requantize: Requantize | None = Field(
+        None, description="Approximate every conv/linear requantization ratio by an integer multiplier and a shift; null: exact float ratios."
+    )
+    accumulator_bits: int | None = Field(
+        None,
+        ge=8,
+        le=64,
+        description="Accumulator width of the device's conv/linear kernels. The build measures, on the calibration data, the widest "
+        "partial sum of every layer in the simulation; a layer that needs more bits fails the build (exit 3), named in the report. "
+        "null: not checked.",
+    )
 
     @field_validator("optimize_for", mode="before")
     @classmethod

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from qconvert.errors import DataError
 from qconvert.recipe.model import Gates, Recipe
 
-__all__ = ["METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "check_gates", "evaluate", "gate_checks", "gates_for", "require_measurable"]
+__all__ = ["METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "accumulator_checks", "check_gates", "evaluate", "gate_checks", "gates_for", "require_measurable"]
 
-GateMetric = Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement"]
+GateMetric = Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
 
 
 def gates_for(recipe: Recipe, target: str) -> Gates:
@@ -42,14 +42,18 @@ class GateCheck:
     value: float | None
     limit: float
     passed: bool
+    #: The layer a per-layer gate (accumulator_bits) measured.
+    layer: str | None = None
 
     def line(self) -> str:
         name, unit, spec, op = METRIC_TEXT[self.metric]
         shown = "not measurable (NaN)" if self.value is None else f"{self.value:{spec}}{unit}"
-        return f"{self.target}: {name} {shown} {op} limit {self.limit:g}{unit}"
+        where = f"{self.target}: layer '{self.layer}'" if self.layer is not None else self.target
+        return f"{where}: {name} {shown} {op} limit {self.limit:g}{unit}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed}
+        out = {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed}
+        return out | ({"layer": self.layer} if self.layer is not None else {})
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ METRIC_TEXT: dict[str, tuple[str, str, str, str]] = {
     "accuracy_drop_pp": ("accuracy drop", " pp", ".2f", ">"),
     "sqnr_db": ("SQNR vs float", " dB", ".2f", "<"),
     "top1_agreement": ("top-1 agreement", "", ".4f", "<"),
+    "accumulator_bits": ("widest partial sum", " bits", ".0f", ">"),
 }
 # Reported numbers are rounded; a drop of 0.5000000001 pp must not fail a 0.5 pp gate.
 _EPS = 1e-9
@@ -96,12 +101,22 @@ def gate_checks(recipe: Recipe, report: dict[str, Any]) -> list[GateCheck]:
     """All gates of every executed target in a build report (targets not run here have nothing to check)."""
     checks: list[GateCheck] = []
     for name, t in report["targets"].items():
+        checks += accumulator_checks(name, t.get("accumulators"))
         if not t.get("executed"):
             continue
         sim, flt = t["vs_simulation"], t["vs_float"]
         m = Measured(t.get("accuracy"), _number(flt["sqnr_db"]), flt["top1_agreement"], sim["max_lsb_error"], t["tolerance_lsb"])
         checks += evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
     return checks
+
+
+def accumulator_checks(target: str, entry: dict[str, Any] | None) -> list[GateCheck]:
+    """One check per layer with an accumulator limit (recipe ``accumulator_bits``): its widest
+    partial sum on the calibration data must fit. Simulation only, so targets not run here count."""
+    if not entry:
+        return []
+    return [GateCheck(target, "accumulator_bits", float(w["partial_bits"]), float(w["limit"]), not w["overflows"], w["layer"])
+            for w in entry["layers"] if w["limit"] is not None]
 
 
 def require_measurable(recipe: Recipe, labelled: bool, data: str) -> None:

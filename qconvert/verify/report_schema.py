@@ -93,6 +93,29 @@ class OptimizeForEntry(_Strict):
     placement: str = Field(..., description="Q/DQ placement rules used.")
 
 
+class AccumulatorLayer(_Strict):
+    layer: str = Field(..., description="Quantized conv/linear layer.")
+    fan_in: int = Field(..., description="Products summed per output.")
+    final_bits: int = Field(..., description="Signed bits of the widest final sum (products plus bias) on the data.")
+    partial_bits: int = Field(..., description="Signed bits of the widest partial sum in any order of additions.")
+    limit: int | None = Field(..., description="The layer's accumulator_bits; null: not checked.")
+    overflows: bool = Field(..., description="partial_bits > limit.")
+
+
+class AccumulatorsEntry(_Strict):
+    data: Literal["calibration", "evaluation"] = Field(..., description="Data the simulation ran on (evaluation when built from --stats).")
+    layers: list[AccumulatorLayer]
+    overflowing: list[str] = Field(..., description="Layers whose widest partial sum needs more bits than their limit.")
+
+
+class RequantizedLayer(_Strict):
+    layer: str
+    multiplier_bits: int
+    rounding: str
+    channels: int = Field(..., description="Ratios (output channels) approximated.")
+    max_relative_error: Num = Field(..., description="Largest |approximated / exact ratio - 1| over the channels.")
+
+
 class TargetEntry(BaseModel):
     """One target's artifact and how it compared."""
 
@@ -115,14 +138,17 @@ class TargetEntry(BaseModel):
     latency_skipped: bool = Field(False, description="True when the build ran with --no-latency.")
     optimize_for: OptimizeForEntry | None = Field(None, description="What the target optimised for and the types that gave.")
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
+    accumulators: AccumulatorsEntry | None = Field(None, description="Widest accumulators per layer (recipe accumulator_bits), when checked.")
+    requantization: list[RequantizedLayer] | None = Field(None, description="Layers whose requantization ratios are fixed-point (recipe requantize).")
 
 
 class GateCheckEntry(_Strict):
     target: str
-    metric: Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement"]
+    metric: Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
     value: Num | None = Field(..., description="Measured value; null when not measurable.")
     limit: Num
     passed: bool
+    layer: str | None = Field(None, description="Layer of a per-layer gate (accumulator_bits).")
 
 
 class GatesEntry(_Strict):

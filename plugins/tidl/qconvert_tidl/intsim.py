@@ -22,8 +22,9 @@ simulation bit for bit, which is how its integer arithmetic is tested.
 Not simulated: TIDL stores biases at 16 bits in 8-bit mode with their own
 scale, and computes non power-of-two averages with a fixed-point reciprocal;
 here biases stay int32 at input x weight scale and averages round exactly.
-``accumulator_bits`` reports the widest accumulator seen, to compare with the
-device's 32-bit (8-bit mode) accumulators.
+``accumulator_bits`` reports the widest accumulator seen (bits counted by the core's
+``qconvert.core.accumulator.signed_bits``, which the recipe's ``accumulator_bits`` check
+also uses), to compare with the device's 32-bit (8-bit mode) accumulators.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from qconvert.core.accumulator import signed_bits
 
 __all__ = ["Fixed", "IntSim", "Rounding", "UnsupportedGraph", "round_div", "shift_round"]
 
@@ -133,8 +136,7 @@ class IntSim:
         return [_as_float(env[o]) for o in self.outputs]
 
     def note_accumulator(self, name: str, ints: np.ndarray) -> None:
-        peak = int(np.abs(ints).max()) if ints.size else 0
-        bits = peak.bit_length() + 1
+        bits = signed_bits(int(np.abs(ints).max()) if ints.size else 0)
         self.accumulator_bits[name] = max(bits, self.accumulator_bits.get(name, 0))
 
 
