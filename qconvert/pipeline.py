@@ -27,6 +27,9 @@ from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError, did_you_mean
+from qconvert.imports.grid import check_covered, grid_changes
+from qconvert.imports.registry import Importer
+from qconvert.imports.session import import_for_build, open_model
 from qconvert.io.data import Dataset, open_dataset
 from qconvert.io.inputs import input_names_for
 from qconvert.io.model import load_model
@@ -103,9 +106,10 @@ def _names_for(model: torch.nn.Module, data_path: Path | None) -> tuple[str, ...
 
 
 def prepare_session(model_ref: str, recipe_path: Path, calib_data: Path | None, weights: Path | None,
-                    input_shape: tuple[int, ...] | None, data_for_shape: Path | None = None) -> Session:
+                    input_shape: tuple[int, ...] | None, data_for_shape: Path | None = None,
+                    model: torch.nn.Module | None = None) -> Session:
     recipe = load_recipe(recipe_path)
-    model = load_model(model_ref, str(weights) if weights else None)
+    model = model if model is not None else load_model(model_ref, str(weights) if weights else None)
     shape_source = calib_data or data_for_shape
     names = _names_for(model, shape_source)
     calib = open_dataset(calib_data, names, recipe.preprocess) if calib_data else None
@@ -225,9 +229,21 @@ def _session(req: BuildRequest) -> Session:
     if is_checkpoint_ref(req.model):
         ck = open_for_build(req.model, req.recipe, weights=req.weights, calib_data=req.calib_data, stats=req.stats)
         return Session(ck.recipe, ck.recipe_path, ck.model, ck.captured, None, learned=ck.learned)
+    opened = open_model(req.model, req.weights)
+    if opened.importer is not None:  # quantized by another tool: import its ranges, calibrate nothing
+        return _imported_session(req, opened.importer, opened.model)
     if req.recipe is None:
-        raise RecipeError("--recipe is required (only a QAT checkpoint given as --model carries its own)")
-    return prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
+        raise RecipeError("--recipe is required (only a QAT checkpoint or a quantized model given as --model carries its own)")
+    return prepare_session(req.model, req.recipe, req.calib_data, None, req.input_shape, req.eval_data, model=opened.model)
+
+
+def _imported_session(req: BuildRequest, importer: Importer, model: torch.nn.Module) -> Session:
+    recipe = load_recipe(req.recipe) if req.recipe else Recipe()
+    names = _names_for(model, req.eval_data)
+    data = open_dataset(req.eval_data, names, recipe.preprocess) if req.eval_data else None
+    example = _example_inputs(recipe, req.input_shape, data, names)
+    b = import_for_build(importer, model, recipe, example, calib_data=req.calib_data, stats=req.stats)
+    return Session(b.recipe, req.recipe or Path(f"(recipe imported from {importer.name})"), b.reference, b.captured, None, learned=b.learned)
 
 
 def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard) -> StatsSet | None:
@@ -287,6 +303,8 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     constraints = target.constraints(options)
     choice = choose(session.recipe, target.name, target.fast_types(options), constraints, target.placement(options))
     placement = choice.placement
+    if session.learned is not None:
+        check_covered(session.learned, session.captured, choice.recipe, constraints, target.name, placement)
     qmodel = quantize(session.captured, choice.recipe, stats, constraints, target.name, placement,
                       calibration_batches=session.calibration_batches, weight_ranges=session.learned.weights if session.learned else None)
     out_dir = tmp / target.name
@@ -302,6 +320,11 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         "tolerance_lsb": target.parity_tolerance_lsb if artifact.tolerance_lsb is None else artifact.tolerance_lsb,
         "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
     }
+    if session.learned is not None and session.learned.imported is not None:
+        changes = grid_changes(session.learned, qmodel)
+        entry["notes"] += [c.line() for c in changes]
+        entry["imported_grid"] = {"tool": session.learned.imported.tool, "tensors": len(session.learned.imported.tensors),
+                                  "changed": [c.to_json() for c in changes], "notes": list(session.learned.imported.notes)}
     if artifact.runnable:
         entry.update(_verify(target, artifact, qmodel, session.model, data))
         _write_golden(target, artifact, data)

@@ -96,7 +96,7 @@ class QObserver(ObserverBase):
     """torchao-compatible observer carrying one ``TensorQuant`` decision."""
 
     def __init__(self, spec: TensorQuant, calib: CalibrationConfig, **kwargs: Any) -> None:
-        rng = int_range(spec.scheme, narrow=spec.role == "weight")
+        rng = int_range(spec.scheme, narrow=spec.role == "weight" and spec.narrow)
         super().__init__(dtype=rng.dtype, is_dynamic=False)
         self.spec, self.calib, self.rng = spec, calib, rng
         self.quant_min, self.quant_max = rng.qmin, rng.qmax

@@ -35,6 +35,9 @@ class TensorQuant:
     #: Set by a target's constraints (TIDL): a ``sym`` activation whose chosen range has no
     #: negative values uses the unsigned range [0, 2**bits - 1] with zero point 0.
     unsigned_if_nonnegative: bool = False
+    #: Weights: codes in the narrow range [-(2**(bits-1) - 1), 2**(bits-1) - 1] (TensorRT, TFLite); False: the
+    #: full signed range, as torch.ao and PT2E weights train (recipe ``narrow_weights``).
+    narrow: bool = True
     #: Quantized per batch at run time (recipe ``dynamic``): no calibrated range; ``scheme`` gives
     #: the unsigned integer range the runtime's dynamic kernel uses.
     dynamic: bool = False

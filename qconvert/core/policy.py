@@ -73,7 +73,7 @@ class QuantPolicy:
         if depthwise and self.recipe.depthwise_per_channel and scheme.granularity == "per_tensor":
             scheme = scheme.model_copy(update={"granularity": "per_channel"})
         method = (o.weight_method if o and o.weight_method else None) or self.recipe.weight_method
-        return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise))
+        return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise, narrow=self.recipe.narrow_weights))
 
     def requantize(self, module: str) -> Requantize | None:
         """The fixed-point requantization of ``module`` (an override's wins over the recipe's)."""

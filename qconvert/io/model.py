@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
 from qconvert.errors import ModelLoadError
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "load_weights"]
 
 
 def load_model(ref: str, weights: str | None = None) -> torch.nn.Module:
@@ -24,7 +25,7 @@ def load_model(ref: str, weights: str | None = None) -> torch.nn.Module:
     else:
         model = _call_factory(ref)
     if weights is not None:
-        _load_weights(model, Path(weights))
+        load_weights(model, Path(weights))
     return eval_mode(model)
 
 
@@ -82,7 +83,9 @@ def _call_factory(ref: str) -> torch.nn.Module:
     return model
 
 
-def _load_weights(model: torch.nn.Module, path: Path) -> None:
+def load_weights(model: torch.nn.Module, path: Path,
+                 rename: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
+    """Load a state dict file into ``model``; ``rename`` maps legacy key names first (an importer's)."""
     if not path.is_file():
         raise ModelLoadError(f"weights file not found: {path}")
     try:
@@ -93,6 +96,8 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path}: expected a state dict, got {type(state).__name__}")
+    if rename is not None:
+        state = rename(state)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

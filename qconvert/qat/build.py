@@ -22,11 +22,12 @@ from torch.fx import GraphModule
 from qconvert.core.capture import Captured
 from qconvert.core.stats import StatsSet, TensorStats
 from qconvert.errors import BadInputError, RecipeError
+from qconvert.imports.types import ImportedQuant
 from qconvert.qat.checkpoint import QATCheckpoint, read
 from qconvert.recipe.load import load_recipe
 from qconvert.recipe.model import Recipe
 
-__all__ = ["TRAINED_FIELDS", "CheckpointBuild", "LearnedRanges", "open_for_build"]
+__all__ = ["TRAINED_FIELDS", "CheckpointBuild", "LearnedRanges", "open_for_build", "range_stats"]
 
 #: Recipe fields that decide what trained; a --recipe given with a checkpoint must agree on them.
 TRAINED_FIELDS = ("weights", "activations", "exclude", "no_clip", "overrides", "depthwise_per_channel", "qat")
@@ -43,6 +44,8 @@ class LearnedRanges:
     #: How the ranges trained, e.g. "lsq" or "lsq, ema", for the report.
     method: str
     label: str = "learned (QAT)"
+    #: What an importer read from another tool's model (``qconvert.imports``); None for our own checkpoints.
+    imported: ImportedQuant | None = None
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,12 @@ def _build_recipe(recipe: Recipe) -> Recipe:
 
 def _learned(ck: QATCheckpoint, recipe: Recipe) -> LearnedRanges:
     bins = recipe.calibration.bins
-    tensors = {k: _as_stats(k, ck.modules.get(k, ""), float(lo), float(hi), bins) for k, (lo, hi) in ck.activations.items()}
+    tensors = {k: range_stats(k, ck.modules.get(k, ""), float(lo), float(hi), bins) for k, (lo, hi) in ck.activations.items()}
     methods = sorted({ck.learning[k] for k in ck.activations if k in ck.learning} - {"fixed"})
     return LearnedRanges(StatsSet(ck.fingerprint, tensors), dict(ck.weights), ", ".join(methods) or "fixed")
 
 
-def _as_stats(key: str, module: str, lo: float, hi: float, bins: int) -> TensorStats:
+def range_stats(key: str, module: str, lo: float, hi: float, bins: int) -> TensorStats:
     """Statistics of a tensor seen to take exactly the values lo and hi: min/max give back the
     learned range, and the histogram (on the observers' power-of-two grid) holds those two values."""
     amax = max(abs(lo), abs(hi), 2.0**-24)

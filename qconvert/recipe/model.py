@@ -215,6 +215,11 @@ class Recipe(_Frozen):
     depthwise_per_channel: bool = Field(
         False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
     )
+    narrow_weights: bool = Field(
+        True,
+        description="Symmetric weights use the narrow range [-127, 127] (8 bits), as TensorRT and TFLite require; false: the full "
+        "range [-128, 127], as torch.ao and PT2E weights train (set by imported builds; targets that need narrow weights adapt or refuse).",
+    )
     dynamic: bool = Field(
         False,
         description="Dynamic quantization (Distiller's --qe-dynamic): Linear, LSTM/GRU and Embedding weights int8 per the 'weights' "

@@ -51,6 +51,8 @@ class QuantConstraints:
     #: ``reencode`` before ``check`` and without a warning: TFLite stores an ``asym_u`` tensor as
     #: int8 with its zero point moved down by 2**(bits-1) (``("asym_u", "asym_s")``), same values.
     activation_mode_equivalents: tuple[tuple[Mode, Mode], ...] = ()
+    #: Symmetric weights must leave the most negative code unused ([-127, 127] for 8 bits).
+    narrow_weights: bool = False
 
     def reencode(self, tq: TensorQuant) -> TensorQuant:
         """The same scheme in the storage this target uses, where that changes no value."""
@@ -77,6 +79,9 @@ class QuantConstraints:
         elif weight and s.granularity == "per_channel" and self.per_channel_depthwise_only and not tq.depthwise:
             out.append(Violation("only depthwise convolution weights may be per_channel",
                                  replace(tq, scheme=s.model_copy(update={"granularity": "per_tensor"}))))
+        if weight and self.narrow_weights and not tq.narrow and s.mode == "sym":
+            q = 2 ** (s.bits - 1)
+            out.append(Violation(f"symmetric weights must use the narrow range [-{q - 1}, {q - 1}], not [-{q}, {q - 1}]", replace(tq, narrow=True)))
         if self.power_of_two == "required" and not s.power_of_two:
             out.append(Violation("scales must be powers of two", replace(tq, scheme=s.model_copy(update={"power_of_two": True}))))
         return out

@@ -43,6 +43,7 @@ class TensorRTConstraints(QuantConstraints):
     weight_modes: frozenset[Mode] = frozenset({"sym"})
     max_activation_bits: int = 8
     max_weight_bits: int = 8
+    narrow_weights: bool = True
 
     def check(self, tq: TensorQuant) -> list[Violation]:
         out: list[Violation] = []

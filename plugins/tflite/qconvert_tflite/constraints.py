@@ -19,6 +19,7 @@ TFLITE_CONSTRAINTS = QuantConstraints(
     max_activation_bits=8,
     max_weight_bits=8,
     weight_per_channel=True,
+    narrow_weights=True,
     activation_mode_equivalents=(("asym_u", "asym_s"),),
     notes=("asym_u activations are stored as int8 with zero point - 128 (the same grid)",),
 )

@@ -30,6 +30,7 @@ def tidl_constraints(options: TidlOptions) -> QuantConstraints:
         per_channel_depthwise_only=True,
         power_of_two="required",
         unsigned_nonnegative=True,
+        narrow_weights=True,
         notes=("power-of-two symmetric scales; unsigned feature maps where the range is non-negative",),
     )
 

@@ -1,0 +1,106 @@
+"""Per target: does it quantize only tensors the source has grids for, and which grids did it change?
+
+A target keeps an imported grid when its constraints allow the source's scheme. Where it must
+re-encode (TensorRT: symmetric; TIDL: power-of-two scales; a narrower weight code range), the
+report names every tensor whose grid changed and by how much.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from qconvert.core.annotate import QConvertQuantizer
+from qconvert.core.capture import Captured
+from qconvert.core.observer import QObserver
+from qconvert.core.policy import QuantPolicy
+from qconvert.core.quantize import QuantizedModel
+from qconvert.errors import ConstraintError
+from qconvert.imports.types import Grid
+from qconvert.qat.build import LearnedRanges
+from qconvert.recipe.model import Recipe
+from qconvert.targets.constraints import QuantConstraints
+from qconvert.targets.placement import Placement
+
+__all__ = ["GridChange", "check_covered", "grid_changes"]
+
+
+@dataclass(frozen=True)
+class GridChange:
+    key: str
+    module: str
+    role: str
+    #: Largest |new scale / imported scale - 1| over channels.
+    scale_change: float
+    was: str
+    now: str
+
+    def line(self) -> str:
+        where = f"layer '{self.module}'" if self.module else "model input"
+        return (f"grid changed: {self.role} '{self.key}' ({where}): {self.was} -> {self.now}, "
+                f"scale changed by up to {100.0 * self.scale_change:.2f}%")
+
+    def to_json(self) -> dict[str, object]:
+        return {"key": self.key, "module": self.module, "role": self.role, "scale_change": self.scale_change,
+                "was": self.was, "now": self.now}
+
+
+def check_covered(learned: LearnedRanges, captured: Captured, recipe: Recipe, constraints: QuantConstraints, target: str,
+                  placement: Placement) -> None:
+    """Refuse, naming the tensor, a target that quantizes a tensor the source left without a grid
+    (an imported build calibrates nothing, so there is no range to give it)."""
+    if learned.imported is None:
+        return
+    quantizer = QConvertQuantizer(QuantPolicy(recipe, constraints, target), placement=placement)
+    quantizer.annotate(copy.deepcopy(captured.graph))
+    for key, tq in quantizer.decisions.items():
+        if tq.role == "activation" and not tq.dynamic and tq.fixed_range is None and key not in learned.stats.tensors:
+            raise ConstraintError(
+                f"target '{target}': tensor '{key}' (layer '{tq.module or '<input>'}') is quantized on this target, but the "
+                f"{learned.imported.tool} model has no quantizer there and an imported build calibrates nothing; "
+                "quantize that tensor in the source model, or build a target whose placement it matches"
+            )
+
+
+def _describe(scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> str:
+    s = scale.reshape(-1)
+    z = zp.reshape(-1)
+    sc = f"scale {float(s[0]):.6g}" if s.numel() == 1 else f"{s.numel()} scales {float(s.min()):.4g}..{float(s.max()):.4g}"
+    zs = f"zp {int(z[0])}" if z.numel() == 1 or bool((z == z[0]).all()) else "zp per channel"
+    return f"[{qmin}, {qmax}] {sc} {zs}"
+
+
+def _grid_tensors(g: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(g.scale, dtype=torch.float64), torch.tensor(g.zero_point, dtype=torch.int64)
+
+
+def grid_changes(learned: LearnedRanges, qmodel: QuantizedModel) -> list[GridChange]:
+    """Every imported tensor whose grid on this target differs from the source's."""
+    if learned.imported is None:
+        return []
+    imported = {t.key: t for t in learned.imported.tensors}
+    out: list[GridChange] = []
+    for key, tq in qmodel.decisions.items():
+        src = imported.get(key)
+        if src is None or tq.dynamic:
+            continue
+        obs = QObserver(tq, qmodel.recipe.calibration)
+        if tq.role == "weight":
+            obs.learned_range = learned.weights[key]
+        else:
+            obs.load_stats(learned.stats.tensors[key])
+        scale, zp = obs.calculate_qparams()
+        s0, z0 = _grid_tensors(src.grid)
+        scale = scale.double().reshape(-1)
+        # the same values: a zero point moved with the storage type (uint8 -> int8) is no change
+        shift = obs.quant_min - src.grid.qmin
+        same_codes = (obs.quant_max - obs.quant_min) == (src.grid.qmax - src.grid.qmin)
+        ratio = float((scale / s0 - 1.0).abs().max()) if scale.numel() == s0.numel() or scale.numel() == 1 else float("nan")
+        zp_same = bool(((zp.reshape(-1) - shift) == z0).all()) if zp.numel() in (1, z0.numel()) else False
+        if ratio <= 1e-6 and zp_same and same_codes:
+            continue
+        out.append(GridChange(key, tq.module, tq.role, ratio, _describe(s0, z0, src.grid.qmin, src.grid.qmax),
+                              _describe(scale, zp, obs.quant_min, obs.quant_max)))
+    return out

@@ -1,0 +1,54 @@
+"""Shared checks for the bring-your-own-QAT tests: build from a source model, compare with its forward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+from qat_sources import DIGITS, held_out
+
+from qconvert.cli import main
+
+EVAL = DIGITS / "eval.npz"
+#: Six targets; each builds, or refuses in one line naming the rule.
+TARGETS = ("onnx", "tflite", "pytorch", "tvm", "tensorrt", "tidl")
+#: Beyond a target's own tolerance (artifact vs our simulation): the source runs float biases and
+#: float accumulation where integer targets use int32 biases, so a value sitting on a rounding
+#: boundary may flip by one step in a layer; over this 7-layer net that adds up to 2 output steps.
+SOURCE_SLACK_LSB = 2.0
+
+
+def build(model: str, out: Path, targets: tuple[str, ...], *extra: str) -> tuple[int, str]:
+    args = ["build", "--model", model, "--eval-data", str(EVAL), "--out", str(out), "--no-latency", *extra]
+    for t in targets:
+        args += ["--target", t]
+    r = CliRunner().invoke(main, args)
+    if r.exit_code == 1 and r.exception is not None:
+        raise r.exception
+    return r.exit_code, r.output
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def source_outputs(model: torch.nn.Module) -> np.ndarray:
+    x, _ = held_out()
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def assert_artifact_matches_source(out: Path, target: str, expected: np.ndarray) -> float:
+    """The artifact's outputs on held-out data, in its own runtime (its golden run over all of eval),
+    within its tolerance (+ SOURCE_SLACK_LSB) of the source model's fake-quant forward."""
+    entry = report(out)["targets"][target]
+    step = entry["parity_step"]
+    vs_source = entry["vs_float"]  # the build's reference is the source model's own forward
+    assert vs_source["samples"] == expected.shape[0]
+    err = vs_source["max_abs_error"] / step
+    assert err <= entry["tolerance_lsb"] + SOURCE_SLACK_LSB, (target, err, entry["tolerance_lsb"])
+    assert vs_source["top1_agreement"] >= 0.99, (target, vs_source)
+    return err

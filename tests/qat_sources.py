@@ -1,0 +1,102 @@
+"""The digits CNN (residual add, depthwise conv) prepared and briefly trained with each QAT tool.
+
+Factories here are ``--model tests/qat_sources.py:<name>`` references; each builds the prepared
+model of one tool, into which the test loads the trained state dict with ``--weights``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "samples" / "digits"
+EXAMPLE = torch.zeros(2, 1, 16, 16)
+
+
+def _digits_module():
+    spec = importlib.util.spec_from_file_location("_qat_sources_digits", DIGITS / "model.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def float_digits() -> nn.Module:
+    """stem conv-bn-relu -> residual block (add) -> depthwise conv -> pointwise -> pool -> fc, trained float."""
+    m = _digits_module().DigitsNet()
+    m.load_state_dict(torch.load(DIGITS / "weights.pt", weights_only=True))
+    return m
+
+
+def train_data() -> tuple[torch.Tensor, torch.Tensor]:
+    d = np.load(DIGITS / "calib.npz")
+    return torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+
+
+def held_out() -> tuple[torch.Tensor, torch.Tensor]:
+    d = np.load(DIGITS / "eval.npz")
+    return torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+
+
+def train(model: nn.Module, steps: int = 6, lr: float = 1e-3) -> nn.Module:
+    """A few real QAT steps (Adam, batch 32), so weights, BatchNorm statistics and ranges move."""
+    x, y = train_data()
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for i in range(steps):
+        xb, yb = x[32 * i % 256:][:32], y[32 * i % 256:][:32]
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+# -- torch.ao FX ---------------------------------------------------------------------------------
+
+def fx_prepared() -> nn.Module:
+    """``prepare_qat_fx`` with the x86 QAT mapping: reduce-range uint8 activations, per-channel int8 weights."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    m = float_digits().train()
+    return prepare_qat_fx(m, get_default_qat_qconfig_mapping("x86"), (EXAMPLE,))
+
+
+# -- torch.ao eager ------------------------------------------------------------------------------
+
+class EagerDigits(nn.Module):
+    """The digits CNN written for eager-mode quantization: stubs and a FloatFunctional add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.ao.quantization import DeQuantStub, QuantStub
+
+        src = float_digits()
+        self.quant, self.dequant = QuantStub(), DeQuantStub()
+        self.stem, self.block_conv1, self.block_conv2 = src.stem, src.block_conv1, src.block_conv2
+        self.skip = torch.ao.nn.quantized.FloatFunctional()
+        self.block_relu, self.dw, self.pw, self.pool, self.fc = src.block_relu, src.dw, src.pw, src.pool, src.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(self.quant(x))
+        x = self.block_relu(self.skip.add(self.block_conv2(self.block_conv1(x)), x))
+        x = self.pw(self.dw(x))
+        return self.dequant(self.fc(torch.flatten(self.pool(x), 1)))
+
+
+def eager_prepared() -> nn.Module:
+    """``fuse_modules_qat`` + ``prepare_qat`` with the x86 QAT qconfig."""
+    from torch.ao.quantization import fuse_modules_qat, get_default_qat_qconfig, prepare_qat
+
+    m = EagerDigits().train()
+    groups = [[f"{b}.0", f"{b}.1", f"{b}.2"] for b in ("stem", "block_conv1", "dw", "pw")] + [["block_conv2.0", "block_conv2.1"]]
+    m = fuse_modules_qat(m, groups)
+    m.qconfig = get_default_qat_qconfig("x86")
+    return prepare_qat(m)
