@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,12 @@ from qconvert.sensitivity.fallback import run_fallback
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
 from qconvert.targets.speed import choose
+from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
-from qconvert.verify.layerwise import layer_report
+from qconvert.verify.layerwise import layer_reports
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
+from qconvert.verify.references import FloatReferences
 from qconvert.verify.report import write_reports
 
 __all__ = ["BuildRequest", "BuildResult", "Session", "build", "prepare_session"]
@@ -164,7 +167,9 @@ def _torch_batches(data: Dataset, batch_size: int, limit: int | None) -> Iterato
 def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lambda _: None) -> BuildResult:
     """Run a whole build; raises ``GateFailedError`` after OUT is written when a gate fails."""
     targets = _resolve_targets(req, registry)
-    session = _session(req)
+    timings, started = Timings(), time.perf_counter()
+    with timings.phase("capture"):
+        session = _session(req)
     recipe = session.recipe
     options = {t.name: t.parse_options(recipe.targets.get(t.name), str(session.recipe_path)) for t in targets}
     _check_optimize_for(recipe, registry, str(session.recipe_path))
@@ -176,30 +181,41 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     require_measurable(recipe, eval_data.labels is not None, str(eval_data.path))
 
     shard = current_shard()
-    stats = _stats(session, req, progress, shard)
+    with timings.phase("calibration"):
+        stats = _stats(session, req, progress, shard)
     if stats is None:  # a secondary torchrun rank: its statistics went to rank 0
         return BuildResult(req.out, {}, secondary=True)
     req.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.tmp-", dir=req.out.parent))
     try:
         stats.save(tmp / "stats")
-        float_acc = _float_accuracy(session.model, eval_data, recipe)
-        report: dict[str, Any] = _report_header(req, session, stats, float_acc, eval_data)
+        with timings.phase("float_reference"):  # the only float pass over the evaluation data
+            refs = FloatReferences.compute(session.model, eval_data, recipe.calibration.batch_size)
+        report: dict[str, Any] = _report_header(req, session, stats, refs.accuracy, eval_data)
 
         def build_all(s: Session) -> list[GateCheck]:
+            qmodels: dict[str, QuantizedModel] = {}
             for t in targets:
                 shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt
                 progress(f"{t.name}: quantize, emit, verify")
-                report["targets"][t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp, req.latency)
+                report["targets"][t.name], qmodels[t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp, req.latency,
+                                                                           refs, timings)
+            with timings.phase("layer_report"):  # one float graph pass for every target
+                for name, layers in layer_reports(qmodels, stats, eval_data, s.recipe.calibration.batch_size).items():
+                    report["targets"][name]["layers"] = layers
             return gate_checks(s.recipe, report)
 
         if recipe.auto_fallback is None:
             checks = build_all(session)
         else:
-            checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(req.recipe))
+            with timings.phase("fallback_search"):
+                checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(req.recipe),
+                                                references=refs)
             report["fallback"] = fallback.to_json()
         failures = [c.line() for c in checks if not c.passed]
         report["gates"] = {"passed": not failures, "failures": failures, "checks": [c.to_json() for c in checks]}
+        timings.add("total", time.perf_counter() - started)
+        report["timings"] = timings.to_json()
         write_reports(tmp, report)
         _move_into_place(tmp, req.out)
     except BaseException:
@@ -261,17 +277,6 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
     return gather_stats(calibrate(session.captured, session.recipe, track(batches, bar, "calibrate")), shard)
 
 
-def _float_accuracy(model: torch.nn.Module, data: Dataset, recipe: Recipe) -> float | None:
-    if data.labels is None:
-        return None
-    acc = AccuracyAccumulator()
-    with torch.no_grad():
-        for b in data.batches(recipe.calibration.batch_size):
-            out = model(*(torch.from_numpy(np.array(a)) for a in b.inputs))
-            acc.update(_first(out).numpy(), b.labels)  # type: ignore[arg-type]
-    return acc.result()
-
-
 def _first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -299,17 +304,25 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
 
 
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path,
-                  measure_latency: bool = True) -> dict[str, Any]:
+                  measure_latency: bool, refs: FloatReferences, timings: Timings) -> tuple[dict[str, Any], QuantizedModel]:
+    """The target's report entry (without ``layers``, which the build adds for all targets at once) and its Q/DQ model."""
     constraints = target.constraints(options)
     choice = choose(session.recipe, target.name, target.fast_types(options), constraints, target.placement(options))
     placement = choice.placement
     if session.learned is not None:
         check_covered(session.learned, session.captured, choice.recipe, constraints, target.name, placement)
-    qmodel = quantize(session.captured, choice.recipe, stats, constraints, target.name, placement,
-                      calibration_batches=session.calibration_batches, weight_ranges=session.learned.weights if session.learned else None)
+    learned_weights = session.learned.weights if session.learned else None
+
+    def requantize(r: Recipe, c: Any) -> QuantizedModel:
+        with timings.phase("quantize", target.name):
+            return quantize(session.captured, r, stats, c, target.name, placement,
+                            calibration_batches=session.calibration_batches, weight_ranges=learned_weights)
+
+    qmodel = requantize(choice.recipe, constraints)
     out_dir = tmp / target.name
     out_dir.mkdir()
-    artifact = target.emit(qmodel, out_dir, options)
+    with timings.phase("emit", target.name):
+        artifact = target.emit(qmodel, out_dir, options)
     entry: dict[str, Any] = {
         "artifact": str(Path(target.name) / artifact.main_file),
         "runtime": target.runtime_version(),
@@ -326,31 +339,41 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         entry["imported_grid"] = {"tool": session.learned.imported.tool, "tensors": len(session.learned.imported.tensors),
                                   "changed": [c.to_json() for c in changes], "notes": list(session.learned.imported.notes)}
     if artifact.runnable:
-        entry.update(_verify(target, artifact, qmodel, session.model, data))
-        _write_golden(target, artifact, data)
-        latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES) if measure_latency else None
+        entry.update(_verify(target, artifact, qmodel, refs, data, timings))
+        with timings.phase("golden", target.name):
+            _write_golden(target, artifact, data)
+        with timings.phase("latency", target.name):
+            latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES) if measure_latency else None
         entry["latency"] = latency.to_json() if latency is not None else None
         entry["latency_skipped"] = not measure_latency
-    learned_weights = session.learned.weights if session.learned else None
-    ctx = CheckContext(session.model, stats, data, lambda r, c: quantize(session.captured, r, stats, c, target.name, placement,
-                                                                                      calibration_batches=session.calibration_batches,
-                                                                                      weight_ranges=learned_weights))
-    extra = target.extra_checks(qmodel, artifact, options, ctx)
+    memo = [(choice.recipe, constraints, qmodel)]  # a variant equal to one already quantized is not quantized again
+
+    def requantize_once(r: Recipe, c: Any) -> QuantizedModel:
+        found = next((q for mr, mc, q in memo if mr == r and mc == c), None)
+        if found is None:
+            found = requantize(r, c)
+            memo.append((r, c, found))
+        return found
+
+    ctx = CheckContext(session.model, stats, data, requantize_once, references=refs)
+    with timings.phase("extra_checks", target.name):
+        extra = target.extra_checks(qmodel, artifact, options, ctx)
     if extra is not None:
         entry["notes"] += list(extra.notes)
         entry["checks"] = extra.results
-    entry["layers"] = layer_report(qmodel, stats, data, session.recipe.calibration.batch_size)
     if qmodel.requantization:
         entry["requantization"] = [f.to_json() for f in qmodel.requantization]
     if wants_accumulator_check(qmodel):  # on the calibration data; a --stats build has only the evaluation data
         c = session.recipe.calibration
         batches = session.calibration_batches() if session.calib is not None else _torch_batches(data, c.batch_size, c.num_samples)
-        entry["accumulators"] = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
+        with timings.phase("accumulators", target.name):
+            entry["accumulators"] = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
     _write_manifest(target, artifact, qmodel, entry, options)
-    return entry
+    return entry, qmodel
 
 
-def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, model: torch.nn.Module, data: Dataset) -> dict[str, Any]:
+def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, refs: FloatReferences, data: Dataset,
+            timings: Timings) -> dict[str, Any]:
     scales = qmodel.output_scales()
     # A float output (TensorRT's logits) is measured in the step it would have as this target's activation.
     vs_sim = CompareAccumulator(lsb=qmodel.parity_steps()[0])
@@ -358,12 +381,14 @@ def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, model: t
     acc = AccuracyAccumulator()
     sim_acc = AccuracyAccumulator()
     with torch.no_grad():
-        bs = qmodel.recipe.calibration.batch_size
-        for b in track(data.batches(bs), -(-data.size // bs), f"{target.name}: verify"):
+        bs = refs.batch_size
+        for b, float_outs in track(refs.with_batches(data), -(-data.size // bs), f"{target.name}: verify"):
             tensors = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-            ref = _first(model(*tensors)).numpy()
-            sim = _first(qmodel.graph(*tensors)).numpy()
-            out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))[0]
+            ref = float_outs[0]
+            with timings.phase("simulation", target.name):
+                sim = _first(qmodel.graph(*tensors)).numpy()
+            with timings.phase("runtime_run", target.name):
+                out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))[0]
             vs_sim.update(sim, out)
             vs_float.update(ref, out)
             if b.labels is not None:

@@ -1,9 +1,16 @@
 """Empirical bias correction (TIDL's "advanced calibration"; Nagel et al. 2019, sec. 4.2).
 
-Quantizing weights shifts the mean of each conv/linear output channel. Running the
-float (BatchNorm-folded) graph and the quantized graph on the same calibration
-batches measures that shift per channel, and subtracting it from the int32 bias
-removes it. Later layers see the corrected earlier ones when ``iterations`` > 1.
+Quantizing weights and activations shifts the mean of each conv/linear output channel.
+Comparing the float (BatchNorm-folded) graph with the quantized graph on the same
+calibration samples measures that shift per channel, and subtracting it from the
+int32 bias removes it.
+
+Two passes over a bounded sample of the calibration data, whatever the depth:
+one float pass records every corrected layer's per-channel output mean; one pass
+walks the quantized graph layer by layer in graph order (``qconvert.core.walk``),
+correcting each layer as soon as it has run on the whole sample, so later layers are
+measured with the earlier corrections applied and corrections do not compound.
+``iterations`` > 1 repeats the second pass.
 """
 
 from __future__ import annotations
@@ -15,82 +22,133 @@ import torch
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
-from qconvert.core.graph import OpKind, op_kind
+from qconvert.core.graph import OpKind, attr_of, op_kind
+from qconvert.core.walk import Chunks, walk
 from qconvert.errors import DataError
 
-__all__ = ["correct_biases"]
+__all__ = ["DEFAULT_SAMPLES", "Batches", "BiasParam", "bias_param", "correct_biases", "corrected_layers", "folded_reference"]
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, ...]]]
+#: Calibration samples the correction measures on (a bounded sample: memory does not grow with the data).
+DEFAULT_SAMPLES = 128
 _DQ_PER_CHANNEL = torch.ops.quantized_decomposed.dequantize_per_channel.default
 _DQ_PER_TENSOR = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+_NO_DATA = "bias_correction needs the calibration data: pass --calib-data (statistics alone are not enough)"
 
 
-def _with_taps(gm: GraphModule, names: list[str]) -> GraphModule:
-    """A copy of ``gm`` that also returns the outputs of the named nodes."""
-    tapped = copy.deepcopy(gm)
-    nodes = {n.name: n for n in tapped.graph.nodes}
-    out = next(n for n in tapped.graph.nodes if n.op == "output")
-    outs = out.args[0] if isinstance(out.args[0], (tuple, list)) else (out.args[0],)
-    out.args = (tuple(outs) + tuple(nodes[n] for n in names),)
-    # the exported graph unflattens outputs to the model's own structure; the taps need a flat tuple
-    tapped.graph.set_codegen(torch.fx.graph.CodeGen())
-    tapped.recompile()
-    return tapped
+class BiasParam:
+    """The int32 bias of one quantized layer: its attribute in the graph and its scale per channel."""
+
+    def __init__(self, gm: GraphModule, attr: str, scale: torch.Tensor) -> None:
+        self.gm, self.attr, self.scale = gm, attr, scale.double()
+
+    @property
+    def value(self) -> torch.Tensor:
+        return attr_of(self.gm, self.attr)
+
+    def shift_by(self, delta: torch.Tensor) -> torch.Tensor:
+        """Add ``delta`` (float, per channel) in whole steps, saturating; returns the float change applied."""
+        current = self.value
+        info = torch.iinfo(current.dtype)
+        new = (current.long() + torch.round(delta / self.scale).long()).clamp(info.min, info.max).to(current.dtype)
+        owner, _, leaf = self.attr.rpartition(".")
+        setattr(self.gm.get_submodule(owner) if owner else self.gm, leaf, new)
+        return (new.long() - current.long()).double() * self.scale
 
 
-def _channel_means(t: torch.Tensor) -> torch.Tensor:
-    dims = [d for d in range(t.dim()) if d != 1] if t.dim() > 2 else [0]
-    return t.double().mean(dim=dims)
-
-
-def _bias_int_param(qgm: GraphModule, node: Node) -> tuple[str, torch.Tensor] | None:
+def bias_param(gm: GraphModule, node: Node) -> BiasParam | None:
+    """The int32 bias a quantized conv/linear reads through a dequantize, or None."""
     bias = node.args[2] if len(node.args) > 2 else None
     if not isinstance(bias, Node) or bias.target not in (_DQ_PER_CHANNEL, _DQ_PER_TENSOR):
         return None
     src, scale = bias.args[0], bias.args[1]
     if not (isinstance(src, Node) and src.op == "get_attr"):
         return None
-    scale_t = getattr(qgm, scale.target) if isinstance(scale, Node) else torch.tensor([float(scale)])  # type: ignore[arg-type]
-    return str(src.target), scale_t
+    scale_t = attr_of(gm, scale.target) if isinstance(scale, Node) else torch.tensor([float(scale)])  # type: ignore[arg-type]
+    return BiasParam(gm, str(src.target), scale_t)
 
 
-def _mean_outputs(gm: GraphModule, names: list[str], batches: Batches) -> list[torch.Tensor]:
-    tapped = _with_taps(gm, names)
-    sums: list[torch.Tensor] = []
-    count = 0
+def folded_reference(float_graph: GraphModule) -> GraphModule:
+    """The float graph with BatchNorm folded into the convs, as the quantized graph has it."""
+    reference = copy.deepcopy(float_graph)
+    _fuse_conv_bn_(reference)
+    return reference
+
+
+def corrected_layers(reference: GraphModule, qgm: GraphModule) -> list[Node]:
+    """The quantized graph's conv/linear nodes with an int32 bias and a float counterpart, in graph order."""
+    names = {n.name for n in reference.graph.nodes if op_kind(n) == OpKind.WEIGHTED}
+    return [n for n in qgm.graph.nodes if op_kind(n) == OpKind.WEIGHTED and n.name in names and bias_param(qgm, n)]
+
+
+def channel_dim(node: Node, t: torch.Tensor) -> int:
+    """Where a layer's output channels are: dim 1 for convs, the last dim for linear."""
+    return t.dim() - 1 if node.target == torch.ops.aten.linear.default or t.dim() <= 2 else 1
+
+
+def _channel_sum(node: Node, chunks: Chunks) -> tuple[torch.Tensor, int]:
+    total, count = None, 0
+    for t in chunks:
+        c = channel_dim(node, t)
+        dims = [d for d in range(t.dim()) if d != c]
+        s = t.double().sum(dim=dims)
+        total = s if total is None else total + s
+        count += t.numel() // t.shape[c]
+    assert total is not None
+    return total, count
+
+
+def _broadcast(delta: torch.Tensor, node: Node, t: torch.Tensor) -> torch.Tensor:
+    shape = [1] * t.dim()
+    shape[channel_dim(node, t)] = -1
+    return delta.to(t.dtype).reshape(shape)
+
+
+def _sample(batches: Batches, limit: int) -> list[Chunks]:
+    """Up to ``limit`` calibration samples, kept in their batches (one ``Chunks`` per graph input)."""
+    kept: list[tuple[torch.Tensor, ...]] = []
+    taken = 0
     for batch in batches():
-        outs = tapped(*batch)[-len(names):]
-        means = [_channel_means(t) for t in outs]
-        sums = means if count == 0 else [a + b for a, b in zip(sums, means)]
-        count += 1
-    if count == 0:
-        raise DataError("bias_correction needs the calibration data: pass --calib-data (statistics alone are not enough)")
-    return [t / count for t in sums]
+        if taken >= limit:
+            break
+        batch = tuple(t[: limit - taken] for t in batch)
+        kept.append(batch)
+        taken += len(batch[0])
+    if not kept:
+        raise DataError(_NO_DATA)
+    return [Chunks(b[i] for b in kept) for i in range(len(kept[0]))]
 
 
 @torch.no_grad()
-def correct_biases(float_graph: GraphModule, qgm: GraphModule, batches: Batches, iterations: int = 1) -> int:
+def correct_biases(float_graph: GraphModule, qgm: GraphModule, batches: Batches, iterations: int = 1,
+                   samples: int = DEFAULT_SAMPLES) -> int:
     """Correct the int32 biases of ``qgm`` in place, layer by layer in graph order.
 
-    Each layer's shift is measured after the layers before it were corrected, so
-    corrections do not compound; that costs one pass over the data per layer.
     Returns the number of layers corrected.
     """
-    reference = copy.deepcopy(float_graph)
-    _fuse_conv_bn_(reference)
-    ref_names = {n.name for n in reference.graph.nodes if op_kind(n) == OpKind.WEIGHTED}
-    layers = [n for n in qgm.graph.nodes if op_kind(n) == OpKind.WEIGHTED and n.name in ref_names and _bias_int_param(qgm, n)]
+    reference = folded_reference(float_graph)
+    layers = corrected_layers(reference, qgm)
     if not layers:
         return 0
-    targets = _mean_outputs(reference, [n.name for n in layers], batches)
+    inputs = _sample(batches, samples)
+    names = {n.name for n in layers}
+    targets: dict[str, torch.Tensor] = {}
+
+    def record(node: Node, value: Chunks) -> Chunks:
+        total, count = _channel_sum(node, value)
+        targets[node.name] = total / count
+        return value
+
+    walk(reference, inputs, names, record)
+    params = {n.name: bias_param(qgm, n) for n in layers}
+
+    def correct(node: Node, value: Chunks) -> Chunks:
+        total, count = _channel_sum(node, value)
+        param = params[node.name]
+        assert param is not None
+        applied = param.shift_by(targets[node.name] - total / count)
+        return Chunks(t + _broadcast(applied, node, t) for t in value)
+
     for _ in range(iterations):
-        for node, target in zip(layers, targets):
-            (current_mean,) = _mean_outputs(qgm, [node.name], batches)
-            found = _bias_int_param(qgm, node)
-            assert found is not None
-            attr, scale = found
-            current = getattr(qgm, attr)
-            step = torch.round((current_mean - target) / scale.double()).long()
-            info = torch.iinfo(current.dtype)
-            setattr(qgm, attr, (current.long() - step).clamp(info.min, info.max).to(current.dtype))
+        walk(qgm, inputs, names, correct)
     return len(layers)

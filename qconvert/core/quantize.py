@@ -12,6 +12,7 @@ from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from qconvert.core.annotate import QConvertQuantizer
+from qconvert.core.bias_analytic import correct_biases_analytic
 from qconvert.core.bias_correction import correct_biases
 from qconvert.core.capture import Captured
 from qconvert.core.coverage import observe_consumed_tensors
@@ -182,10 +183,12 @@ def quantize(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = convert_pt2e(prepared, fold_quantize=True)
-    if recipe.bias_correction:
+    if recipe.bias_correction == "analytic":
+        correct_biases_analytic(captured.graph, converted)
+    elif recipe.bias_correction:
         if calibration_batches is None:
             raise DataError("bias_correction needs the calibration data: pass --calib-data (statistics alone are not enough)")
-        correct_biases(captured.graph, converted, calibration_batches, recipe.bias_correction_iters)
+        correct_biases(captured.graph, converted, calibration_batches, recipe.bias_correction_iters, recipe.bias_correction_samples)
     return QuantizedModel(
         graph=converted, captured=captured, recipe=recipe, target=target,
         decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),

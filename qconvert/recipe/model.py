@@ -208,10 +208,15 @@ class Recipe(_Frozen):
     equalization: bool = Field(
         False, description="Cross-layer equalization of conv pairs joined by ReLU before calibration (helps per-tensor weights of depthwise-separable nets)."
     )
-    bias_correction: bool = Field(
-        False, description="Empirical bias correction after quantization (TIDL's advanced calibration); a second pass over the calibration data."
+    bias_correction: bool | Literal["empirical", "analytic"] = Field(
+        False, description="Bias correction after quantization (TIDL's advanced calibration). true or 'empirical': measured on "
+        "bias_correction_samples calibration samples in two passes, layer by layer; 'analytic': from BatchNorm statistics, "
+        "no data (Nagel et al.), weight error only, layers fed by a BatchNorm."
     )
-    bias_correction_iters: int = Field(1, ge=1, le=50, description="Passes of bias correction; later layers see earlier corrections.")
+    bias_correction_iters: int = Field(1, ge=1, le=50, description="Passes of empirical bias correction; later layers see earlier corrections.")
+    bias_correction_samples: int = Field(
+        128, ge=1, description="Calibration samples empirical bias correction measures on (memory grows with it, not with the data)."
+    )
     depthwise_per_channel: bool = Field(
         False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
     )

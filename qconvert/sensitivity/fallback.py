@@ -28,6 +28,7 @@ from qconvert.sensitivity.rank import Sensitivity, rank_layers
 from qconvert.sensitivity.simulate import Evaluator, SimScore
 from qconvert.sensitivity.variants import candidate_layers, kept
 from qconvert.verify.gates import GateCheck, evaluate, gates_for
+from qconvert.verify.references import FloatReferences
 
 if TYPE_CHECKING:
     from qconvert.pipeline import Session
@@ -71,12 +72,14 @@ class FallbackResult:
 
 
 def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list[str], build_all: BuildAll,
-                 out: Path, source: str) -> tuple[list[GateCheck], FallbackResult]:
-    """Search, build, and write ``out/<recipe_file>`` when layers were kept; returns the last build's checks."""
+                 out: Path, source: str, references: FloatReferences | None = None) -> tuple[list[GateCheck], FallbackResult]:
+    """Search, build, and write ``out/<recipe_file>`` when layers were kept; returns the last build's checks.
+
+    ``references``: the build's float outputs over ``data``, so the search runs no float pass of its own."""
     cfg = session.recipe.auto_fallback
     assert cfg is not None
     base = session.recipe.model_copy(update={"auto_fallback": None})
-    evaluator = Evaluator(session.model, data, base.calibration.batch_size)
+    evaluator = Evaluator(session.model, data, base.calibration.batch_size, references=references)
     if cfg.metric == "accuracy" and not evaluator.labelled:
         raise DataError(f"recipe auto_fallback.metric: accuracy needs labelled evaluation data, but {data.path} has no labels; "
                         "use metric: sqnr or give labels")

@@ -16,6 +16,7 @@ import torch
 from qconvert.io.data import Dataset
 from qconvert.verify.gates import Measured
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
+from qconvert.verify.references import FloatReferences
 
 __all__ = ["Evaluator", "SimScore"]
 
@@ -46,12 +47,16 @@ class _Batch:
 class Evaluator:
     """Float reference outputs for up to ``limit`` samples of ``data``, computed once."""
 
-    def __init__(self, model: torch.nn.Module, data: Dataset, batch_size: int, limit: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, data: Dataset, batch_size: int, limit: int | None = None,
+                 references: FloatReferences | None = None) -> None:
+        """``references``: the build's float outputs over ``data`` (used when they cover the same batches)."""
         self.batches: list[_Batch] = []
+        reuse = references is not None and limit is None and references.batch_size == batch_size
         with torch.no_grad():
-            for b in data.batches(batch_size, limit):
+            for i, b in enumerate(data.batches(batch_size, limit)):
                 inputs = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-                self.batches.append(_Batch(inputs, _first(model(*inputs)).numpy(), b.labels))
+                ref = references.outputs[i][0] if reuse and references is not None else _first(model(*inputs)).numpy()
+                self.batches.append(_Batch(inputs, ref, b.labels))
         self.samples = sum(len(b.reference) for b in self.batches)
         self.labelled = all(b.labels is not None for b in self.batches)
         self.float_accuracy = self._accuracy(b.reference for b in self.batches)

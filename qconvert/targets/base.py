@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from qconvert.core.stats import StatsSet
     from qconvert.io.data import Dataset
     from qconvert.recipe.model import Recipe
+    from qconvert.verify.references import FloatReferences
 
 __all__ = ["Artifact", "Availability", "CheckContext", "ExtraChecks", "Latency", "NoOptions", "Target", "TargetOptions"]
 
@@ -204,6 +205,8 @@ class CheckContext:
     stats: StatsSet
     data: Dataset
     requantize: Callable[[Recipe, QuantConstraints], QuantizedModel]
+    #: The float model's outputs over ``data`` (computed once per build): use them rather than running ``model`` again.
+    references: FloatReferences | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ the quantized graph folded into it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from qconvert.core.stats import StatsSet, TensorStats
 from qconvert.io.data import Dataset
 from qconvert.verify.metrics import CompareAccumulator
 
-__all__ = ["layer_report", "rebin"]
+__all__ = ["layer_report", "layer_reports", "rebin"]
 
 #: Samples run through both graphs (enough for a stable SQNR, cheap on big models).
 LAYER_SAMPLES = 256
@@ -50,17 +51,32 @@ class _Probe:
 def layer_report(qmodel: QuantizedModel, stats: StatsSet, data: Dataset, batch_size: int,
                  limit: int = LAYER_SAMPLES, worst: int = WORST_HISTOGRAMS) -> dict[str, Any]:
     """``layers`` (every quantized activation, worst SQNR first) and ``histograms`` (the worst few)."""
-    probes = _probes(qmodel)
-    acc = {p.key: CompareAccumulator(classifier=False) for p in probes}
+    return layer_reports({"": qmodel}, stats, data, batch_size, limit, worst)[""]
+
+
+def layer_reports(qmodels: Mapping[str, QuantizedModel], stats: StatsSet, data: Dataset, batch_size: int,
+                  limit: int = LAYER_SAMPLES, worst: int = WORST_HISTOGRAMS) -> dict[str, dict[str, Any]]:
+    """``layer_report`` of several Q/DQ models of one capture (one per target), with one float graph pass for all."""
+    if not qmodels:
+        return {}
+    probes = {name: _probes(qm) for name, qm in qmodels.items()}
+    acc = {name: {p.key: CompareAccumulator(classifier=False) for p in ps} for name, ps in probes.items()}
+    captured = next(iter(qmodels.values())).captured.graph
     samples = 0
     with torch.no_grad():
         for b in data.batches(batch_size, limit):
             inputs = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-            ref = _record(qmodel.captured.graph, inputs, {p.float_node for p in probes})
-            got = _record(qmodel.graph, inputs, {p.quant_node for p in probes})
-            for p in probes:
-                acc[p.key].update(ref[p.float_node].numpy(), got[p.quant_node].numpy())
+            ref = _record(captured, inputs, {p.float_node for ps in probes.values() for p in ps})
+            for name, qm in qmodels.items():
+                got = _record(qm.graph, inputs, {p.quant_node for p in probes[name]})
+                for p in probes[name]:
+                    acc[name][p.key].update(ref[p.float_node].numpy(), got[p.quant_node].numpy())
             samples += len(inputs[0])
+    return {name: _rows(qm, stats, probes[name], acc[name], samples, worst) for name, qm in qmodels.items()}
+
+
+def _rows(qmodel: QuantizedModel, stats: StatsSet, probes: list[_Probe], acc: dict[str, CompareAccumulator], samples: int,
+          worst: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = [{"key": p.key, "module": p.module, "sqnr_db": acc[p.key].result().sqnr_db} for p in probes]
     rows.sort(key=lambda r: _order(float(r["sqnr_db"])))
     by_key = {p.key: p for p in probes}

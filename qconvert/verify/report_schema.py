@@ -201,6 +201,15 @@ class FloatInfo(_Strict):
     accuracy: Num | None
 
 
+class TimingsEntry(_Strict):
+    """Wall seconds of the build per phase (capture, calibration, float_reference, fallback_search, layer_report,
+    total) and per target per phase (quantize, emit, runtime_run, simulation, golden, latency, extra_checks, accumulators)."""
+
+    unit: Literal["s"] = "s"
+    phases: dict[str, float] = Field(..., description="Seconds per build phase; a phase run several times adds up.")
+    targets: dict[str, dict[str, float]] = Field(..., description="Per target: seconds per phase.")
+
+
 class Report(_Strict):
     """report.json of one ``qconvert build``."""
 
@@ -216,6 +225,7 @@ class Report(_Strict):
     targets: dict[str, TargetEntry]
     gates: GatesEntry
     fallback: Fallback | None = None
+    timings: TimingsEntry | None = Field(None, description="Where the build's time went (seconds per phase and per target).")
 
 
 def report_json_schema() -> dict[str, object]:

@@ -127,12 +127,16 @@ def _variants(recipe: Recipe, options: TidlOptions, bias_correction: bool) -> li
 def _predict(qmodel: QuantizedModel, options: TidlOptions, ctx: CheckContext,
              bias_correction: bool) -> tuple[list[PredictionRow], Exactness]:
     float_acc = AccuracyAccumulator()
-    batches = list(ctx.data.batches(qmodel.recipe.calibration.batch_size))
+    batch_size = ctx.references.batch_size if ctx.references is not None else qmodel.recipe.calibration.batch_size
+    batches = list(ctx.data.batches(batch_size))
     refs = []
     with torch.no_grad():
-        for b in batches:
-            out = ctx.model(*(torch.from_numpy(np.array(a)) for a in b.inputs))
-            ref = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+        for i, b in enumerate(batches):
+            if ctx.references is not None:  # the build's float outputs: the float model is not run again
+                ref = ctx.references.outputs[i][0]
+            else:
+                out = ctx.model(*(torch.from_numpy(np.array(a)) for a in b.inputs))
+                ref = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
             refs.append(ref)
             if b.labels is not None:
                 float_acc.update(ref, b.labels)
