@@ -46,6 +46,7 @@ from qconvert.targets.speed import choose
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
+from qconvert.verify.layer_parity import layer_parity
 from qconvert.verify.layerwise import layer_reports
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert.verify.references import FloatReferences
@@ -340,6 +341,9 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
                                   "changed": [c.to_json() for c in changes], "notes": list(session.learned.imported.notes)}
     if artifact.runnable:
         entry.update(_verify(target, artifact, qmodel, refs, data, timings))
+        with timings.phase("layer_parity", target.name):
+            parity = layer_parity(target, artifact, qmodel, data, entry["tolerance_lsb"], session.recipe.calibration.batch_size)
+        entry["layer_parity"] = parity.to_json() if parity is not None else None
         with timings.phase("golden", target.name):
             _write_golden(target, artifact, data)
         with timings.phase("latency", target.name):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qconvert.recipe import recipe_from_text
-from qconvert.verify.gates import Measured, evaluate, gates_for
+from qconvert.verify.gates import Measured, end_to_end_bound, evaluate, gates_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "samples" / "digits"
@@ -59,8 +59,27 @@ def test_sample_recipe_passes_its_gate(onnx_build: Path) -> None:
     checks = {c["metric"]: c for c in report["gates"]["checks"] if c["target"] == "onnx"}
     assert checks["accuracy_drop_pp"]["value"] == pytest.approx(float_acc - int_acc)
     assert checks["accuracy_drop_pp"]["limit"] == 0.5 and checks["accuracy_drop_pp"]["passed"]
-    assert checks["parity_lsb"]["limit"] == 1.0 and checks["parity_lsb"]["passed"]
+    # per layer within the target's tolerance; end to end within the bound for the network's depth
+    assert checks["layer_parity_lsb"]["limit"] == 1.0 and checks["layer_parity_lsb"]["passed"]
+    bound = report["targets"]["onnx"]["layer_parity"]["end_to_end_bound_lsb"]
+    assert checks["parity_lsb"]["limit"] == pytest.approx(bound) and checks["parity_lsb"]["passed"]
     assert report["gates"] == {"passed": True, "failures": [], "checks": report["gates"]["checks"]}
+
+
+def test_layer_parity_gates_per_layer_and_end_to_end_by_depth() -> None:
+    """Where per-layer parity was measured: the tolerance applies per layer, and end to end the bound for the depth."""
+    recipe = recipe_from_text("version: 1\n")
+    ok = Measured(None, 30.0, 1.0, parity_lsb=4.0, tolerance_lsb=1.0, layer_checked=True, layer_parity_lsb=1.0, depth=64)
+    checks = {c.metric: c for c in evaluate(recipe.gates, "onnx", None, ok)}
+    assert checks["layer_parity_lsb"].passed and checks["layer_parity_lsb"].limit == 1.0
+    assert checks["parity_lsb"].passed and checks["parity_lsb"].limit == end_to_end_bound(1.0, 64) == 8.0
+    assert end_to_end_bound(1.0, 0) == end_to_end_bound(1.0, 1) == 1.0
+    bad = Measured(None, 30.0, 1.0, parity_lsb=1.0, tolerance_lsb=1.0, layer_checked=True, layer_parity_lsb=None, depth=4,
+                   first_divergence="first divergence at conv2d 'b.1': missing")
+    (layer,) = [c for c in evaluate(recipe.gates, "onnx", None, bad) if c.metric == "layer_parity_lsb"]
+    assert not layer.passed and layer.line() == "onnx: per-layer parity vs simulation: first divergence at conv2d 'b.1': missing (limit 1 LSB)"
+    plain = Measured(None, 30.0, 1.0, parity_lsb=1.5, tolerance_lsb=1.0)
+    assert [(c.metric, c.passed) for c in evaluate(recipe.gates, "x", None, plain)] == [("parity_lsb", False)]
 
 
 def test_gate_rules() -> None:

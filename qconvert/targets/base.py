@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from qconvert.core.stats import StatsSet
     from qconvert.io.data import Dataset
     from qconvert.recipe.model import Recipe
+    from qconvert.targets.intermediates import Intermediates
     from qconvert.verify.references import FloatReferences
 
 __all__ = ["Artifact", "Availability", "CheckContext", "ExtraChecks", "Latency", "NoOptions", "Target", "TargetOptions"]
@@ -149,6 +150,15 @@ class Target(ABC):
     @abstractmethod
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the artifact in the target's own runtime; outputs in graph order."""
+
+    def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
+        """Run the artifact and also return its quantized activations, keyed by simulation node.
+
+        Optional: None (the default) means this runtime exposes none, and parity is then
+        checked end to end only. The runtime must run as ``run`` does (same kernels,
+        same graph optimizations); ``qconvert.targets.intermediates`` says what to return.
+        """
+        return None
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:

@@ -13,9 +13,22 @@ from typing import Any, Literal
 from qconvert.errors import DataError
 from qconvert.recipe.model import Gates, Recipe
 
-__all__ = ["METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "accumulator_checks", "check_gates", "evaluate", "gate_checks", "gates_for", "require_measurable"]
+__all__ = ["E2E_STEPS_PER_SQRT_DEPTH", "METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "accumulator_checks", "check_gates",
+           "end_to_end_bound", "evaluate", "gate_checks", "gates_for", "require_measurable"]
 
-GateMetric = Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
+GateMetric = Literal["parity_lsb", "layer_parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
+
+#: Where per-layer parity was measured, the end-to-end difference may grow with depth: up to this
+#: many per-layer tolerances per square root of the requantizations on the longest path, and never
+#: less than one. Measured (README "Parity at depth"): the largest end-to-end/sqrt(depth) seen on
+#: the deep networks run here was 0.49 (MobileNetV2, 66 requantizations, 4 steps).
+E2E_STEPS_PER_SQRT_DEPTH = 1.0
+
+
+def end_to_end_bound(tolerance_lsb: float, depth: int) -> float:
+    """Output steps an artifact whose every layer is within ``tolerance_lsb`` may be from the plain
+    simulation after ``depth`` requantizations (one-step rounding differences compound like a random walk)."""
+    return tolerance_lsb * max(1.0, E2E_STEPS_PER_SQRT_DEPTH * math.sqrt(depth))
 
 
 def gates_for(recipe: Recipe, target: str) -> Gates:
@@ -44,16 +57,20 @@ class GateCheck:
     passed: bool
     #: The layer a per-layer gate (accumulator_bits) measured.
     layer: str | None = None
+    #: What failed, where a number alone does not say (per-layer parity: the first layer that diverges).
+    detail: str = ""
 
     def line(self) -> str:
         name, unit, spec, op = METRIC_TEXT[self.metric]
+        if self.detail:
+            return f"{self.target}: {name}: {self.detail} (limit {self.limit:g}{unit})"
         shown = "not measurable (NaN)" if self.value is None else f"{self.value:{spec}}{unit}"
         where = f"{self.target}: layer '{self.layer}'" if self.layer is not None else self.target
         return f"{where}: {name} {shown} {op} limit {self.limit:g}{unit}"
 
     def to_json(self) -> dict[str, Any]:
         out = {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed}
-        return out | ({"layer": self.layer} if self.layer is not None else {})
+        return out | ({"layer": self.layer} if self.layer is not None else {}) | ({"detail": self.detail} if self.detail else {})
 
 
 @dataclass(frozen=True)
@@ -65,11 +82,18 @@ class Measured:
     top1_agreement: float | None
     parity_lsb: float | None = None
     tolerance_lsb: float | None = None
+    #: Per-layer parity, where the runtime exposes its quantized tensors: worst layer in steps
+    #: (None: a tensor missing or on another grid), the first divergence, the simulation's depth.
+    layer_checked: bool = False
+    layer_parity_lsb: float | None = None
+    first_divergence: str = ""
+    depth: int = 0
 
 
 # metric -> (words, unit, number format, comparison shown on failure)
 METRIC_TEXT: dict[str, tuple[str, str, str, str]] = {
     "parity_lsb": ("parity vs simulation", " LSB", ".3f", ">"),
+    "layer_parity_lsb": ("per-layer parity vs simulation", " LSB", ".3f", ">"),
     "accuracy_drop_pp": ("accuracy drop", " pp", ".2f", ">"),
     "sqnr_db": ("SQNR vs float", " dB", ".2f", "<"),
     "top1_agreement": ("top-1 agreement", "", ".4f", "<"),
@@ -83,6 +107,10 @@ def evaluate(gates: Gates, target: str, float_accuracy: float | None, m: Measure
     """Every gate set in ``gates`` that ``m`` can be measured against, passed or not."""
     checks: list[GateCheck] = []
     lsb_limit = gates.max_parity_lsb if gates.max_parity_lsb is not None else m.tolerance_lsb
+    if lsb_limit is not None and m.layer_checked:
+        ok = m.layer_parity_lsb is not None and m.layer_parity_lsb <= lsb_limit + 1e-3
+        checks.append(GateCheck(target, "layer_parity_lsb", m.layer_parity_lsb, lsb_limit, ok, detail="" if ok else m.first_divergence))
+        lsb_limit = end_to_end_bound(lsb_limit, m.depth)
     if lsb_limit is not None and m.parity_lsb is not None:
         checks.append(GateCheck(target, "parity_lsb", m.parity_lsb, lsb_limit, m.parity_lsb <= lsb_limit + 1e-3))
     if gates.max_accuracy_drop is not None and float_accuracy is not None and m.accuracy is not None:
@@ -105,7 +133,8 @@ def gate_checks(recipe: Recipe, report: dict[str, Any]) -> list[GateCheck]:
         if not t.get("executed"):
             continue
         sim, flt = t["vs_simulation"], t["vs_float"]
-        m = Measured(t.get("accuracy"), _number(flt["sqnr_db"]), flt["top1_agreement"], sim["max_lsb_error"], t["tolerance_lsb"])
+        m = Measured(t.get("accuracy"), _number(flt["sqnr_db"]), flt["top1_agreement"], sim["max_lsb_error"], t["tolerance_lsb"],
+                     **_layer_parity(t.get("layer_parity")))
         checks += evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
     return checks
 
@@ -117,6 +146,14 @@ def accumulator_checks(target: str, entry: dict[str, Any] | None) -> list[GateCh
         return []
     return [GateCheck(target, "accumulator_bits", float(w["partial_bits"]), float(w["limit"]), not w["overflows"], w["layer"])
             for w in entry["layers"] if w["limit"] is not None]
+
+
+def _layer_parity(lp: dict[str, Any] | None) -> dict[str, Any]:
+    if not lp:
+        return {}
+    first = lp.get("first_divergence")
+    return {"layer_checked": True, "layer_parity_lsb": lp["max_lsb_error"], "depth": lp["depth"],
+            "first_divergence": f"first divergence at {first['text']}" if first else ""}
 
 
 def require_measurable(recipe: Recipe, labelled: bool, data: str) -> None:

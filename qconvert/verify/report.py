@@ -86,6 +86,25 @@ def _latency_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _layer_parity_lines(t: dict[str, Any]) -> list[str]:
+    lp = t.get("layer_parity")
+    if not lp:
+        return ["- per-layer parity: not available for this runtime (checked end to end only)"] if "layer_parity" in t else []
+    first = lp["first_divergence"]
+    lines = [(f"- per-layer parity ({lp['compared']} quantized tensors, {lp['samples']} samples, each layer fed the runtime's "
+              f"inputs): worst {_fmt(lp['max_lsb_error'], '.0f')} steps (tolerance {lp['tolerance_lsb']}); end to end allowed "
+              f"{_fmt(lp['end_to_end_bound_lsb'], '.2f')} steps at depth {lp['depth']}"),
+             f"- first divergence: {first['text']}" if first else "- first divergence: none"]
+    bad = [r for r in lp["layers"] if r["status"] not in ("ok", "not_exposed")][:10]
+    if bad:
+        lines += ["", "| # | op | layer | tensor | status | max steps |", "|---|---|---|---|---|---|"]
+        index = {r["node"]: i for i, r in enumerate(lp["layers"])}
+        lines += [f"| {index[r['node']]} | {r['op']} | `{r['module'] or '-'}` | `{r['tensor']}` | {r['status']} | "
+                  f"{_fmt(r['max_steps'], '.0f')} |" for r in bad]
+        lines.append("")
+    return lines
+
+
 def _optimize_for_lines(t: dict[str, Any]) -> list[str]:
     o = t.get("optimize_for")
     if not o:
@@ -123,6 +142,7 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"- vs simulation: max {_fmt(s['max_abs_error'], '.3g')} abs = {_fmt(s['max_lsb_error'], '.3f')} LSB "
                 f"(tolerance {t['tolerance_lsb']} LSB), SQNR {_fmt(s['sqnr_db'])} dB, cosine {_fmt(s['cosine'], '.6f')}"
             )
+            lines += _layer_parity_lines(t)
             f = t["vs_float"]
             lines.append(f"- vs float: SQNR {_fmt(f['sqnr_db'])} dB, max abs {_fmt(f['max_abs_error'], '.3g')}, cosine {_fmt(f['cosine'], '.6f')}")
             lines += _latency_lines(t)

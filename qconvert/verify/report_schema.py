@@ -62,6 +62,36 @@ class Layers(_Strict):
     histograms: list[LayerHistogram] = Field(..., description="Calibration histograms of the worst layers.")
 
 
+class LayerParityRow(_Strict):
+    node: str = Field(..., description="Quantize node of the simulation (QuantizedModel.graph).")
+    tensor: str = Field(..., description="Activation it quantizes (producing node), as in stats/.")
+    op: str = Field(..., description="Op that produces the activation ('input' for a model input).")
+    module: str = Field(..., description="Producing module ('' for functional ops).")
+    runtime_tensor: str | None = Field(..., description="The artifact's tensor holding it; null when missing or not exposed.")
+    status: Literal["ok", "diverged", "grid", "missing", "not_exposed"] = Field(
+        ..., description="ok / diverged (over the tolerance) / grid (the artifact's scale, zero point or shape differ) / "
+        "missing (emitted, no longer in the artifact: a dropped Q/DQ pair) / not_exposed (the runtime fused it away).")
+    max_steps: Num | None = Field(..., description="Largest difference in this tensor's steps vs the simulation fed the runtime's inputs.")
+    off_fraction: Num | None = Field(..., description="Fraction of values more than the tolerance off.")
+    differ_fraction: Num | None = Field(..., description="Fraction of values on another integer than the simulation's.")
+    detail: str = Field(..., description="What differs, for status grid.")
+
+
+class FirstDivergence(LayerParityRow):
+    text: str = Field(..., description="One line naming the layer, its op and its error.")
+
+
+class LayerParityEntry(_Strict):
+    tolerance_lsb: Num = Field(..., description="Per-layer tolerance, steps.")
+    samples: int = Field(..., description="Evaluation samples run with the runtime's intermediates exposed.")
+    depth: int = Field(..., description="Requantizations on the longest input-to-output path of the simulation.")
+    compared: int = Field(..., description="Quantized tensors compared.")
+    max_lsb_error: Num | None = Field(..., description="Worst layer, steps; null when a tensor is missing or on another grid.")
+    end_to_end_bound_lsb: Num = Field(..., description="End-to-end difference allowed at this depth (qconvert.verify.gates.end_to_end_bound).")
+    first_divergence: FirstDivergence | None = Field(..., description="First layer in graph order that fails; null when none.")
+    layers: list[LayerParityRow] = Field(..., description="Every activation quantize node, in graph order.")
+
+
 class BatchLatency(_Strict):
     int8_ms: Num = Field(..., description="Median ms of one run of the artifact.")
     float_ms: Num = Field(..., description="Median ms of one run of the float model in the same runtime.")
@@ -140,15 +170,19 @@ class TargetEntry(BaseModel):
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
     accumulators: AccumulatorsEntry | None = Field(None, description="Widest accumulators per layer (recipe accumulator_bits), when checked.")
     requantization: list[RequantizedLayer] | None = Field(None, description="Layers whose requantization ratios are fixed-point (recipe requantize).")
+    layer_parity: LayerParityEntry | None = Field(
+        None, description="Per-layer parity: each quantized tensor of the runtime vs the simulation of that layer fed the "
+        "runtime's inputs; null where the target exposes no intermediates (checked end to end only).")
 
 
 class GateCheckEntry(_Strict):
     target: str
-    metric: Literal["parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
+    metric: Literal["parity_lsb", "layer_parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
     value: Num | None = Field(..., description="Measured value; null when not measurable.")
     limit: Num
     passed: bool
     layer: str | None = Field(None, description="Layer of a per-layer gate (accumulator_bits).")
+    detail: str | None = Field(None, description="What failed where a value alone does not say (the first layer that diverges).")
 
 
 class GatesEntry(_Strict):

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets.intermediates import Intermediates
 
 __all__ = ["OnnxOptions", "OnnxTarget", "onnxruntime_fast_types"]
 
@@ -75,6 +76,12 @@ class OnnxTarget(Target):
         from qconvert_onnx.runtime import run_onnx
 
         return run_onnx(artifact.path, inputs)
+
+    def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
+        from qconvert_onnx.intermediates import run_with_intermediates
+
+        mapping = artifact.extra.get("quantized_tensors")
+        return None if mapping is None else run_with_intermediates(artifact.path, inputs, mapping)
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from qconvert.core.quantize import QuantizedModel
 from qconvert.targets.base import Artifact
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
+from qconvert_onnx.intermediates import map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
 
@@ -99,7 +100,9 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         output_names=tuple(o.name for o in model.graph.output),
         extra={"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips,
-               "reduce_mean_as_global_pool": pools, "float_layers_kept_float": float_layers},
+               "reduce_mean_as_global_pool": pools, "float_layers_kept_float": float_layers,
+               # simulation quantize node -> ONNX tensor, for per-layer parity (qconvert_onnx.intermediates)
+               "quantized_tensors": map_quantized_tensors(model, qmodel)},
     )
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets.intermediates import Intermediates
 
 __all__ = ["TENSORRT_PLACEMENT", "TensorRTOptions", "TensorRTTarget"]
 
@@ -69,3 +70,12 @@ class TensorRTTarget(Target):
         from qconvert_tensorrt.runtime import run_artifact
 
         return run_artifact(artifact, inputs)
+
+    def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
+        """The ONNX in onnxruntime exposes its quantized tensors; a built engine is checked end to end only."""
+        from qconvert_onnx.intermediates import run_with_intermediates
+
+        mapping = artifact.extra.get("quantized_tensors")
+        if artifact.extra.get("engine", {}).get("built") or mapping is None:
+            return None
+        return run_with_intermediates(artifact.directory / artifact.extra["onnx"], inputs, mapping)

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from qconvert_onnx.intermediates import map_quantized_tensors
+
 from qconvert.core.quantize import QuantizedModel
 from qconvert.errors import QConvertError, TargetUnavailableError
 from qconvert.targets.base import Artifact
@@ -56,6 +58,8 @@ def emit_tensorrt(qmodel: QuantizedModel, out_dir: Path, options: TensorRTOption
             "engine": {"built": status.built, "reason": status.reason, "file": options.engine_file,
                        "script": SCRIPT, "config": CONFIG, "trtexec": TRTEXEC},
             "layer_precision": dict(Counter(r.precision for r in rows)),
+            # simulation quantize node -> ONNX tensor: per-layer parity of the ONNX in onnxruntime
+            "quantized_tensors": map_quantized_tensors(model, qmodel),
         },
     )
 

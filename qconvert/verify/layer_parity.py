@@ -1,0 +1,221 @@
+"""Per-layer parity: every quantized tensor the runtime computed against the simulation of
+that layer fed the runtime's own inputs.
+
+End to end, an integer runtime and the float fake-quant simulation drift apart with depth:
+each requantization may round one step differently (fixed-point multipliers, rounding
+modes), and those one-step differences compound layer after layer (MobileNetV2, 66
+requantizations: 3 output steps; see README "Parity at depth"). Here the simulation is
+run once per batch with every quantize node whose tensor the runtime exposes replaced by
+the runtime's value after it was compared: each layer is then simulated from exactly the
+inputs the runtime's kernel had, and any difference is that layer's own. A corrupted
+scale or a dropped Q/DQ pair shows at the layer where it is, named in the report.
+
+Uses torch (it runs the simulation), so like ``layerwise`` it is never imported by
+``qconvert verify``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.fx import GraphModule, Interpreter, Node
+
+from qconvert.core.quantize import QuantizedModel
+from qconvert.io.data import Dataset
+from qconvert.targets.base import Artifact, Target
+from qconvert.targets.intermediates import Intermediates, RuntimeTensor
+from qconvert.verify.gates import end_to_end_bound
+
+__all__ = ["LAYER_PARITY_SAMPLES", "LayerParity", "ParityAtDepth", "depth_of", "layer_parity", "quantize_nodes"]
+
+#: Samples run through the runtime with its intermediates exposed (one is enough to catch a
+#: corrupted artifact; more catch rare rounding cases; every tensor of every layer is kept per batch).
+LAYER_PARITY_SAMPLES = 64
+_QT = torch.ops.quantized_decomposed.quantize_per_tensor.default
+
+Status = Literal["ok", "diverged", "grid", "missing", "not_exposed"]
+
+
+@dataclass(frozen=True)
+class LayerParity:
+    """One quantized activation: the runtime's tensor against the simulation fed the runtime's inputs."""
+
+    node: str
+    tensor: str
+    op: str
+    module: str
+    runtime_tensor: str | None
+    status: Status
+    #: Largest difference in this tensor's quantization steps (None: not compared).
+    max_steps: float | None = None
+    #: Fraction of elements more than the tolerance off.
+    off_fraction: float | None = None
+    #: Fraction of elements on another integer than the simulation's (mostly one step: rounding).
+    differ_fraction: float | None = None
+    detail: str = ""
+
+    def where(self) -> str:
+        return f"{self.op} '{self.module or self.tensor}' (tensor {self.tensor}, node {self.node})"
+
+    def problem(self) -> str:
+        if self.status == "missing":
+            return "its quantized tensor is missing from the artifact (a dropped Q/DQ pair?)"
+        if self.status == "grid":
+            return self.detail
+        return f"{self.max_steps:.0f} steps off the simulation fed the runtime's inputs ({100 * (self.off_fraction or 0):.2f} % of values)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "tensor": self.tensor, "op": self.op, "module": self.module,
+                "runtime_tensor": self.runtime_tensor, "status": self.status, "max_steps": self.max_steps,
+                "off_fraction": self.off_fraction, "differ_fraction": self.differ_fraction, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ParityAtDepth:
+    """Per-layer parity of one artifact, layers in graph order."""
+
+    tolerance_lsb: float
+    samples: int
+    #: Requantizations on the longest input-to-output path of the simulation.
+    depth: int
+    layers: tuple[LayerParity, ...]
+
+    @property
+    def compared(self) -> int:
+        return sum(1 for la in self.layers if la.status in ("ok", "diverged"))
+
+    @property
+    def first_divergence(self) -> LayerParity | None:
+        return next((la for la in self.layers if la.status in ("diverged", "grid", "missing")), None)
+
+    @property
+    def max_steps(self) -> float | None:
+        """Worst per-layer difference; None when a tensor is missing or on another grid (not measurable)."""
+        if any(la.status in ("grid", "missing") for la in self.layers):
+            return None
+        return max((la.max_steps or 0.0 for la in self.layers if la.max_steps is not None), default=0.0)
+
+    @property
+    def end_to_end_bound_lsb(self) -> float:
+        return end_to_end_bound(self.tolerance_lsb, self.depth)
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.first_divergence
+        return {
+            "tolerance_lsb": self.tolerance_lsb, "samples": self.samples, "depth": self.depth,
+            "compared": self.compared, "max_lsb_error": self.max_steps,
+            "end_to_end_bound_lsb": self.end_to_end_bound_lsb,
+            "first_divergence": None if first is None else {**first.to_json(), "text": f"{first.where()}: {first.problem()}"},
+            "layers": [la.to_json() for la in self.layers],
+        }
+
+
+def quantize_nodes(gm: GraphModule) -> list[Node]:
+    """The activation quantize nodes (static, per tensor), in graph order."""
+    return [n for n in gm.graph.nodes if n.target == _QT]
+
+
+def depth_of(gm: GraphModule) -> int:
+    """Requantizations on the longest path from an input to an output."""
+    depth: dict[Node, int] = {}
+    for n in gm.graph.nodes:
+        before = max((depth[a] for a in n.all_input_nodes), default=0)
+        depth[n] = before + (1 if n.target == _QT else 0)
+    return max(depth.values(), default=0)
+
+
+class _Acc:
+    def __init__(self) -> None:
+        self.max_steps = 0.0
+        self.off = 0
+        self.differ = 0
+        self.total = 0
+        self.detail = ""
+
+
+class _FedByRuntime(Interpreter):
+    """The simulation with each exposed quantize node's value replaced by the runtime's, once compared."""
+
+    def __init__(self, gm: GraphModule, runtime: Mapping[str, RuntimeTensor], acc: dict[str, _Acc], tolerance: float) -> None:
+        super().__init__(gm)
+        self.runtime = runtime
+        self.acc = acc
+        self.tolerance = tolerance
+
+    def run_node(self, n: Node) -> Any:
+        out = super().run_node(n)
+        rt = self.runtime.get(n.name)
+        if rt is None:
+            return out
+        scale, zp, qmin, qmax = float(n.args[1]), int(n.args[2]), int(n.args[3]), int(n.args[4])
+        acc = self.acc[n.name]
+        values = torch.from_numpy(np.ascontiguousarray(rt.values))
+        if tuple(values.shape) != tuple(out.shape):
+            acc.detail = f"shape {tuple(values.shape)} in the runtime, {tuple(out.shape)} in the simulation"
+            return out
+        if np.float32(rt.scale) != np.float32(scale) or rt.zero_point != zp:
+            acc.detail = (f"scale {rt.scale:.6g} / zero point {rt.zero_point} in the artifact, "
+                          f"{scale:.6g} / {zp} in the simulation")
+        got = (values.double() - rt.zero_point) * rt.scale
+        steps = ((out.double() - zp) * scale - got).abs() / scale
+        acc.max_steps = max(acc.max_steps, float(steps.max()) if steps.numel() else 0.0)
+        acc.off += int((steps > self.tolerance + 1e-3).sum())
+        acc.differ += int((steps > 0.5).sum())
+        acc.total += steps.numel()
+        return torch.clamp(torch.round(got / scale) + zp, qmin, qmax).to(out.dtype)
+
+
+def _op_of(node: Node) -> str:
+    src = node.args[0]
+    if not isinstance(src, Node):
+        return "?"
+    if src.op == "placeholder":
+        return "input"
+    name = getattr(src.target, "__name__", str(src.target))
+    return name.split(".")[0]
+
+
+def _module_of(qmodel: QuantizedModel, node: Node) -> str:
+    src = node.args[0]
+    tq = qmodel.decisions.get(src.name) if isinstance(src, Node) else None
+    return tq.module if tq is not None else ""
+
+
+def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, data: Dataset, tolerance_lsb: float,
+                 batch_size: int, limit: int = LAYER_PARITY_SAMPLES) -> ParityAtDepth | None:
+    """Per-layer parity of ``artifact``, or None when its target exposes no intermediates."""
+    nodes = quantize_nodes(qmodel.graph)
+    acc = {n.name: _Acc() for n in nodes}
+    exposed: dict[str, str] = {}
+    missing: set[str] = set()
+    samples = 0
+    with torch.no_grad():
+        for b in data.batches(batch_size, limit):
+            run: Intermediates | None = target.run_with_intermediates(artifact, dict(zip(artifact.input_names, b.inputs)))
+            if run is None:
+                return None
+            exposed.update({k: t.name for k, t in run.tensors.items()})
+            missing.update(run.missing)
+            _FedByRuntime(qmodel.graph, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
+            samples += len(b.inputs[0])
+    layers = tuple(_row(qmodel, n, acc[n.name], exposed.get(n.name), n.name in missing, tolerance_lsb) for n in nodes)
+    return ParityAtDepth(tolerance_lsb, samples, depth_of(qmodel.graph), layers)
+
+
+def _row(qmodel: QuantizedModel, n: Node, acc: _Acc, runtime_name: str | None, missing: bool, tolerance: float) -> LayerParity:
+    src = n.args[0]
+    common = {"node": n.name, "tensor": src.name if isinstance(src, Node) else "?", "op": _op_of(n), "module": _module_of(qmodel, n)}
+    if missing:
+        return LayerParity(**common, runtime_tensor=None, status="missing")
+    if runtime_name is None:
+        return LayerParity(**common, runtime_tensor=None, status="not_exposed")
+    if acc.detail:
+        return LayerParity(**common, runtime_tensor=runtime_name, status="grid", max_steps=acc.max_steps, detail=acc.detail)
+    status: Status = "diverged" if acc.max_steps > tolerance + 1e-3 else "ok"
+    return LayerParity(**common, runtime_tensor=runtime_name, status=status, max_steps=acc.max_steps,
+                       off_fraction=acc.off / acc.total if acc.total else 0.0,
+                       differ_fraction=acc.differ / acc.total if acc.total else 0.0)
