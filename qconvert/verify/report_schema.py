@@ -237,7 +237,7 @@ class FloatInfo(_Strict):
 
 class TimingsEntry(_Strict):
     """Wall seconds of the build per phase (capture, calibration, float_reference, fallback_search, layer_report,
-    total) and per target per phase (quantize, emit, runtime_run, simulation, golden, latency, extra_checks, accumulators)."""
+    total) and per target per phase (quantize, emit, runtime_run, simulation, layer_parity, golden, latency, extra_checks, accumulators)."""
 
     unit: Literal["s"] = "s"
     phases: dict[str, float] = Field(..., description="Seconds per build phase; a phase run several times adds up.")
