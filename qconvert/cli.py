@@ -110,25 +110,20 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
-        from qconvert.pipeline import BuildRequest
-        from qconvert.pipeline import build as run_build
+        from qconvert import api
         from qconvert.progress import reporting
-        from qconvert.targets.registry import TargetRegistry
-        from qconvert.verify.report import summary_table
 
-        req = BuildRequest(model=model, weights=weights, recipe=recipe, calib_data=calib_data, eval_data=eval_data,
-                           out=out, targets=targets, input_shape=_shape(input_shape), stats=stats, latency=latency)
         with reporting(_progress(quiet)) as progress:
-            result = run_build(req, TargetRegistry(), progress)
-        if result.secondary:
+            result = api.build(model, recipe, calib_data=calib_data, eval_data=eval_data, targets=targets, out=out, weights=weights,
+                               input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress)
+        if result is None:  # a secondary torchrun rank
             return
-        click.echo(summary_table(result.report))
-        click.echo(f"\nwrote {result.out}/ (report.md, report.json, report.html, stats/, {', '.join(result.report['targets'])})")
-        fallback = result.report.get("fallback")
-        if fallback and fallback["recipe_file"]:
-            click.echo(f"auto_fallback kept {', '.join(fallback['layers'])} at {fallback['keep']}: recipe written to {result.out / fallback['recipe_file']}")
-        if result.gate_failures:
-            raise GateFailedError(list(result.gate_failures))
+        click.echo(result.summary())
+        click.echo(f"\nwrote {result.out}/ (report.md, report.json, report.html, stats/, {', '.join(result.targets)})")
+        if result.fallback_recipe is not None:
+            click.echo(f"auto_fallback kept {', '.join(result.fallback_layers)} at {result.fallback_keep}: recipe written to {result.fallback_recipe}")
+        if not result.passed:
+            raise GateFailedError(list(result.gates.failures))
 
     _run(go)
 
@@ -144,21 +139,15 @@ def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, 
     """Collect calibration statistics once, for reuse with 'build --stats'."""
 
     def go() -> None:
-        from qconvert.core.distributed import current_shard, gather_stats, shard_batches
-        from qconvert.core.quantize import calibrate as run_calibrate
-        from qconvert.pipeline import _torch_batches, prepare_session
+        from qconvert import api
+        from qconvert.core.distributed import current_shard
 
         shard = current_shard()
-        s = prepare_session(model, recipe, calib_data, weights, _shape(input_shape))
-        assert s.calib is not None
-        c = s.recipe.calibration
-        batches = shard_batches(_torch_batches(s.calib, c.batch_size, c.num_samples), shard)
-        stats = gather_stats(run_calibrate(s.captured, s.recipe, batches), shard)
-        if stats is None:
+        result = api.calibrate(model, recipe, calib_data, out=out, weights=weights, input_shape=_shape(input_shape))
+        if result.out is None:  # a secondary torchrun rank
             return
-        stats.save(out)
         ranks = f" from {shard.world} ranks" if shard.world > 1 else ""
-        click.echo(f"wrote statistics of {len(stats.tensors)} tensors{ranks} to {out}/")
+        click.echo(f"wrote statistics of {result.tensors} tensors{ranks} to {out}/")
 
     _run(go)
 
@@ -266,14 +255,16 @@ def sensitivity(model: str, weights: Path | None, recipe: Path, calib_data: Path
     def go() -> None:
         import json
 
+        from qconvert import api
+        from qconvert.errors import DataError
         from qconvert.progress import reporting
-        from qconvert.sensitivity.run import SensitivityRequest, run_sensitivity, sensitivity_table
-        from qconvert.targets.registry import TargetRegistry
+        from qconvert.sensitivity.run import sensitivity_table
 
-        req = SensitivityRequest(model=model, recipe=recipe, eval_data=eval_data, calib_data=calib_data, weights=weights, stats=stats,
-                                 input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]
+        if calib_data is None and stats is None:
+            raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
         with reporting(_progress(quiet)):
-            result = run_sensitivity(req, TargetRegistry())
+            result = api.sensitivity(model, recipe, eval_data, calib_data=calib_data, stats=stats, weights=weights,
+                                     input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]
         click.echo(sensitivity_table(result))
         if json_out is not None:
             json_out.write_text(json.dumps(result.to_json(), indent=1) + "\n")
@@ -293,10 +284,9 @@ def verify(artifact_dir: Path, data: Path | None) -> None:
     """
 
     def go() -> None:
-        from qconvert.targets.registry import TargetRegistry
-        from qconvert.verify.ondevice import verify_artifact
+        from qconvert import api
 
-        verdict = verify_artifact(artifact_dir, TargetRegistry(), data)
+        verdict = api.verify(artifact_dir, data)
         for line in verdict.lines():
             click.echo(line)
         if not verdict.passed:

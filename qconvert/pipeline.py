@@ -29,15 +29,15 @@ from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError, did_you_mean
 from qconvert.imports.grid import check_covered, grid_changes
-from qconvert.imports.registry import Importer
-from qconvert.imports.session import import_for_build, open_model
-from qconvert.io.data import Dataset, open_dataset
-from qconvert.io.inputs import input_names_for
-from qconvert.io.model import load_model
+from qconvert.imports.registry import Importer, detect
+from qconvert.imports.session import import_for_build
+from qconvert.imports.session import open_model as open_model_ref
+from qconvert.io.data import Dataset
+from qconvert.io.sources import DataSource, ModelSource, RecipeSource, data_names, model_label, open_data, open_model, open_recipe
 from qconvert.progress import track
 from qconvert.qat.build import LearnedRanges, open_for_build
 from qconvert.qat.checkpoint import is_checkpoint_ref
-from qconvert.recipe.load import load_recipe, recipe_hash
+from qconvert.recipe.load import recipe_hash
 from qconvert.recipe.model import Recipe
 from qconvert.sensitivity.fallback import run_fallback
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
@@ -62,14 +62,15 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BuildRequest:
-    model: str
+    #: A reference (``file.py:factory``, ``file.pt2``, a QAT checkpoint) or a model in memory (see ``qconvert.io.sources``).
+    model: ModelSource
     #: None only with a QAT checkpoint as ``model``, which holds its recipe.
-    recipe: Path | None
-    calib_data: Path | None
+    recipe: RecipeSource | None
+    calib_data: DataSource | None
     out: Path
     targets: tuple[str, ...]
     weights: Path | None = None
-    eval_data: Path | None = None
+    eval_data: DataSource | None = None
     input_shape: tuple[int, ...] | None = None
     stats: Path | None = None
     #: Time each artifact against float in its runtime (seconds per target; off for CI jobs that gate on accuracy only).
@@ -105,20 +106,16 @@ class Session:
         return _torch_batches(self.calib, c.batch_size, c.num_samples)
 
 
-def _names_for(model: torch.nn.Module, data_path: Path | None) -> tuple[str, ...]:
-    return input_names_for(model, data_path)
-
-
-def prepare_session(model_ref: str, recipe_path: Path, calib_data: Path | None, weights: Path | None,
-                    input_shape: tuple[int, ...] | None, data_for_shape: Path | None = None,
+def prepare_session(model_ref: ModelSource, recipe_path: RecipeSource, calib_data: DataSource | None, weights: Path | None,
+                    input_shape: tuple[int, ...] | None, data_for_shape: DataSource | None = None,
                     model: torch.nn.Module | None = None) -> Session:
-    recipe = load_recipe(recipe_path)
-    model = model if model is not None else load_model(model_ref, str(weights) if weights else None)
-    shape_source = calib_data or data_for_shape
-    names = _names_for(model, shape_source)
-    calib = open_dataset(calib_data, names, recipe.preprocess) if calib_data else None
-    example = _example_inputs(recipe, input_shape, calib if calib else (open_dataset(data_for_shape, names, recipe.preprocess) if data_for_shape else None), names)
-    _check_fits(model, example, model_ref)
+    recipe, recipe_path = open_recipe(recipe_path)
+    model = model if model is not None else open_model(model_ref, weights)
+    shape_source = calib_data if calib_data is not None else data_for_shape
+    names = data_names(model, shape_source)
+    calib = open_data(calib_data, names, recipe.preprocess) if calib_data is not None else None
+    example = _example_inputs(recipe, input_shape, calib if calib else (open_data(data_for_shape, names, recipe.preprocess) if data_for_shape is not None else None), names)
+    _check_fits(model, example, model_label(model_ref))
     captured = capture(model, example)
     check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
     if recipe.equalization:
@@ -174,7 +171,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     recipe = session.recipe
     options = {t.name: t.parse_options(recipe.targets.get(t.name), str(session.recipe_path)) for t in targets}
     _check_optimize_for(recipe, registry, str(session.recipe_path))
-    eval_data = open_dataset(req.eval_data, session.captured.input_names, recipe.preprocess) if req.eval_data else session.calib
+    eval_data = open_data(req.eval_data, session.captured.input_names, recipe.preprocess) if req.eval_data is not None else session.calib
     if session.calib is None and req.stats is None and session.learned is None:
         raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
     if eval_data is None:
@@ -210,7 +207,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
             checks = build_all(session)
         else:
             with timings.phase("fallback_search"):
-                checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(req.recipe),
+                checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(session.recipe_path),
                                                 references=refs)
             report["fallback"] = fallback.to_json()
         failures = [c.line() for c in checks if not c.passed]
@@ -243,24 +240,29 @@ def _resolve_targets(req: BuildRequest, registry: TargetRegistry) -> list[Target
 
 
 def _session(req: BuildRequest) -> Session:
-    if is_checkpoint_ref(req.model):
+    if isinstance(req.model, str) and is_checkpoint_ref(req.model):
         ck = open_for_build(req.model, req.recipe, weights=req.weights, calib_data=req.calib_data, stats=req.stats)
         return Session(ck.recipe, ck.recipe_path, ck.model, ck.captured, None, learned=ck.learned)
-    opened = open_model(req.model, req.weights)
-    if opened.importer is not None:  # quantized by another tool: import its ranges, calibrate nothing
-        return _imported_session(req, opened.importer, opened.model)
+    if isinstance(req.model, str):
+        opened = open_model_ref(req.model, req.weights)
+        model, importer = opened.model, opened.importer
+    else:  # in memory (the Python API): a copy of the caller's model
+        model = open_model(req.model, req.weights)
+        importer = detect(model)
+    if importer is not None:  # quantized by another tool: import its ranges, calibrate nothing
+        return _imported_session(req, importer, model)
     if req.recipe is None:
         raise RecipeError("--recipe is required (only a QAT checkpoint or a quantized model given as --model carries its own)")
-    return prepare_session(req.model, req.recipe, req.calib_data, None, req.input_shape, req.eval_data, model=opened.model)
+    return prepare_session(req.model, req.recipe, req.calib_data, None, req.input_shape, req.eval_data, model=model)
 
 
 def _imported_session(req: BuildRequest, importer: Importer, model: torch.nn.Module) -> Session:
-    recipe = load_recipe(req.recipe) if req.recipe else Recipe()
-    names = _names_for(model, req.eval_data)
-    data = open_dataset(req.eval_data, names, recipe.preprocess) if req.eval_data else None
+    recipe, recipe_path = open_recipe(req.recipe) if req.recipe is not None else (Recipe(), Path(f"(recipe imported from {importer.name})"))
+    names = data_names(model, req.eval_data)
+    data = open_data(req.eval_data, names, recipe.preprocess) if req.eval_data is not None else None
     example = _example_inputs(recipe, req.input_shape, data, names)
-    b = import_for_build(importer, model, recipe, example, calib_data=req.calib_data, stats=req.stats)
-    return Session(b.recipe, req.recipe or Path(f"(recipe imported from {importer.name})"), b.reference, b.captured, None, learned=b.learned)
+    b = import_for_build(importer, model, recipe, example, calib_data=req.calib_data, stats=req.stats)  # type: ignore[arg-type]
+    return Session(b.recipe, recipe_path, b.reference, b.captured, None, learned=b.learned)
 
 
 def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard) -> StatsSet | None:
@@ -287,7 +289,7 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
     return {
         "qconvert_version": qconvert.__version__,
         "torch_version": torch.__version__,
-        "model": req.model,
+        "model": model_label(req.model),
         "recipe": str(session.recipe_path),
         "recipe_hash": recipe_hash(r),
         "inputs": {n: list(t.shape[1:]) for n, t in zip(session.captured.input_names, session.captured.example_inputs)},

@@ -23,7 +23,7 @@ import torch
 from qconvert.errors import DataError
 from qconvert.io.data import LABEL_KEYS
 
-__all__ = ["ForwardParam", "forward_params", "input_names_for"]
+__all__ = ["ForwardParam", "forward_params", "input_names_for", "input_names_for_keys"]
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,14 @@ def input_names_for(model: torch.nn.Module, data_path: Path | None) -> tuple[str
         DataError: the model needs several inputs and the data is not a ``.npz`` keyed by
             them, or the ``.npz`` misses one (the message names it and the file's keys).
     """
+    return input_names_for_keys(model, _npz_keys(data_path), data_path)
+
+
+def input_names_for_keys(model: torch.nn.Module, keys: set[str], data_path: Path | None) -> tuple[str, ...]:
+    """As ``input_names_for``, for data whose arrays are named ``keys`` (empty: unnamed arrays)."""
     params = forward_params(model)
     if not params:
         return ("input_0",)
-    keys = _npz_keys(data_path)
 
     def feeds(p: ForwardParam) -> bool:
         return p.name in keys and (p.required or p.name not in LABEL_KEYS)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from qconvert.errors import RecipeError
 from qconvert.recipe.model import Recipe
 
-__all__ = ["load_recipe", "recipe_from_text", "recipe_hash"]
+__all__ = ["load_recipe", "recipe_from_mapping", "recipe_from_text", "recipe_hash"]
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -42,8 +42,15 @@ def recipe_from_text(text: str, source: str = "<recipe>") -> Recipe:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(f"{source}{where}: not valid YAML: {problem}") from e
-    if data is None:
-        data = {}
+    return _validate({} if data is None else data, root, source)
+
+
+def recipe_from_mapping(data: object, source: str = "<recipe dict>") -> Recipe:
+    """Validate a recipe given as a dict (from Python); errors name the key path, as for a file."""
+    return _validate(data, None, source)
+
+
+def _validate(data: object, root: yaml.Node | None, source: str) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError
-from qconvert.io.data import open_dataset
+from qconvert.io.sources import DataSource, ModelSource, RecipeSource, open_data
 from qconvert.progress import track
 from qconvert.recipe.model import Recipe
 from qconvert.sensitivity.rank import Metric, Sensitivity, rank_layers
@@ -29,10 +29,10 @@ __all__ = ["SensitivityRequest", "run_sensitivity", "sensitivity_table"]
 
 @dataclass(frozen=True)
 class SensitivityRequest:
-    model: str
-    recipe: Path
-    eval_data: Path
-    calib_data: Path | None = None
+    model: ModelSource
+    recipe: RecipeSource
+    eval_data: DataSource
+    calib_data: DataSource | None = None
     weights: Path | None = None
     stats: Path | None = None
     input_shape: tuple[int, ...] | None = None
@@ -54,11 +54,11 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
         raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
     s = prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
     recipe: Recipe = s.recipe
-    data = open_dataset(req.eval_data, s.captured.input_names, recipe.preprocess)
+    data = open_data(req.eval_data, s.captured.input_names, recipe.preprocess)
     constraints, placement, fast = QuantConstraints(), DEFAULT_PLACEMENT, None
     if req.target is not None:
         t = registry.get(req.target)
-        options = t.parse_options(recipe.targets.get(t.name), str(req.recipe))
+        options = t.parse_options(recipe.targets.get(t.name), str(s.recipe_path))
         constraints, placement, fast = t.constraints(options), t.placement(options), t.fast_types(options)
     if req.stats is not None:
         stats = StatsSet.load(req.stats)
