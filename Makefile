@@ -13,7 +13,8 @@ setup:
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	# torch first and pinned, so pip takes the local CPU build and never a CUDA one.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	# The packages declare ranges; constraints.txt pins the versions development and CI use.
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[build,dev]" $(foreach p,$(PLUGINS),-e "$(patsubst %/,%,$(dir $(p)))[build]")
 	$(BIN)/qconvert targets
 	# Headless Chromium renders report.html in a test; without it (not root, no apt) that test is skipped.
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \

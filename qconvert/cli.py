@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from qconvert import __version__
-from qconvert.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, BadInputError, GateFailedError, QConvertError
+from qconvert.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_TARGET_UNAVAILABLE, BadInputError, GateFailedError, QConvertError
 
 if TYPE_CHECKING:
     from qconvert.progress import TerminalProgress
@@ -61,6 +61,10 @@ def _run(fn: Callable[[], Any]) -> Any:
     except Exception as e:
         if os.environ.get("QCONVERT_DEBUG"):
             raise
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in ("torch", "torchao"):
+            # a board install (pip install qconvert-onnx) has no torch: only 'qconvert verify' works there
+            click.echo(f"error: {e.name} is not installed; building needs it: pip install 'qconvert[build]' (or 'qconvert[onnx]', ...)", err=True)
+            sys.exit(EXIT_TARGET_UNAVAILABLE)
         msg = str(e).strip().splitlines()
         click.echo(f"internal error: {type(e).__name__}: {msg[0] if msg else ''} (set QCONVERT_DEBUG=1 for the traceback, and please report it)", err=True)
         sys.exit(EXIT_INTERNAL)

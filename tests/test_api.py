@@ -209,3 +209,18 @@ def test_import_qconvert_imports_no_torch() -> None:
     code = "import sys, qconvert; qconvert.Batches; qconvert.verify; assert callable(qconvert.verify); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_the_readme_python_section_runs(tmp_path: Path) -> None:
+    import re
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    (tmp_path / "samples").symlink_to(ROOT / "samples")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("OUT/python/onnx/model.onnx") and "SQNR vs float" in lines[0]
+    assert lines[1].startswith("gates: ") and lines[2] == "verify: True"
