@@ -217,7 +217,7 @@ def test_the_readme_python_section_runs(tmp_path: Path) -> None:
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Python API"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
     (tmp_path / "samples").symlink_to(ROOT / "samples")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
