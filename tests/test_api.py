@@ -224,3 +224,14 @@ def test_the_readme_python_section_runs(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].startswith("OUT/python/onnx/model.onnx") and "SQNR vs float" in lines[0]
     assert lines[1].startswith("gates: ") and lines[2] == "verify: True"
+
+
+@pytest.mark.slow
+def test_the_quickstart_sample_builds_and_verifies_onnx_and_tflite(tmp_path: Path) -> None:
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(ROOT / "samples" / "python_api" / "quickstart.py"), str(tmp_path / "OUT")],
+                       capture_output=True, text=True, timeout=900, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "gates: passed" in r.stdout
+    assert r.stdout.count(": PASS") == 2 and (tmp_path / "OUT" / "onnx" / "model.onnx").is_file() and (tmp_path / "OUT" / "tflite" / "model.tflite").is_file()
