@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 DEMO_OUT ?= OUT/digits
 
-.PHONY: setup demo test test-all schema bench lint clean
+.PHONY: setup demo test test-all schema bench zoo lint clean
 
 setup:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qconvert needs Python >= 3.11")'
@@ -42,8 +42,12 @@ schema:
 bench:
 	$(BIN)/python -m bench
 
+# Every zoo model (zoo/) for every available target, one table (OUT/zoo/table.md); ZOO_ARGS="--models resnet --targets onnx"
+zoo:
+	$(BIN)/python -m zoo $(ZOO_ARGS)
+
 lint:
-	$(BIN)/ruff check qconvert plugins tests
+	$(BIN)/ruff check qconvert plugins tests zoo
 
 clean:
 	rm -rf OUT .pytest_cache
