@@ -235,3 +235,9 @@ def test_the_quickstart_sample_builds_and_verifies_onnx_and_tflite(tmp_path: Pat
     assert r.returncode == 0, r.stderr[-3000:]
     assert "gates: passed" in r.stdout
     assert r.stdout.count(": PASS") == 2 and (tmp_path / "OUT" / "onnx" / "model.onnx").is_file() and (tmp_path / "OUT" / "tflite" / "model.tflite").is_file()
+
+
+def test_sensitivity_from_python_with_a_dataloader(trained: tuple[TinyNet, Path]) -> None:
+    ranking = qconvert.sensitivity(trained[0], DIGITS / "recipe.yaml", _loader(DIGITS / "eval.npz", 25), metric="accuracy", samples=100)
+    assert ranking.samples == 100 and ranking.float_accuracy is not None
+    assert {s.layer.name for s in ranking.by_loss()} >= {"fc"}
