@@ -24,6 +24,7 @@ from qconvert.core.capture import Captured, capture
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
 from qconvert.core.equalize import equalize
 from qconvert.core.graph import module_names_of_graph
+from qconvert.core.outputs import flatten
 from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
@@ -48,7 +49,7 @@ from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_ch
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layer_parity import layer_parity
 from qconvert.verify.layerwise import layer_reports
-from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
+from qconvert.verify.output_parity import OutputsParity
 from qconvert.verify.references import FloatReferences
 from qconvert.verify.report import write_reports
 
@@ -280,8 +281,6 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
     return gather_stats(calibrate(session.captured, session.recipe, track(batches, bar, "calibrate")), shard)
 
 
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_acc: float | None, eval_data: Dataset) -> dict[str, Any]:
@@ -380,33 +379,31 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
 
 def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, refs: FloatReferences, data: Dataset,
             timings: Timings) -> dict[str, Any]:
-    scales = qmodel.output_scales()
+    """Every output of the artifact in its runtime against the simulation and the float model.
+
+    The top-level ``vs_simulation`` is the output farthest from the simulation (what the parity
+    gate judges), ``vs_float`` and accuracy are the first output's; ``outputs`` has each one.
+    """
     # A float output (TensorRT's logits) is measured in the step it would have as this target's activation.
-    vs_sim = CompareAccumulator(lsb=qmodel.parity_steps()[0])
-    vs_float = CompareAccumulator()
-    acc = AccuracyAccumulator()
-    sim_acc = AccuracyAccumulator()
+    parity = OutputsParity(qmodel.captured.output_names, qmodel.parity_steps(), qmodel.output_scales())
     with torch.no_grad():
         bs = refs.batch_size
         for b, float_outs in track(refs.with_batches(data), -(-data.size // bs), f"{target.name}: verify"):
             tensors = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-            ref = float_outs[0]
             with timings.phase("simulation", target.name):
-                sim = _first(qmodel.graph(*tensors)).numpy()
+                sim = [t.numpy() for t in flatten(qmodel.graph(*tensors))]
             with timings.phase("runtime_run", target.name):
-                out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))[0]
-            vs_sim.update(sim, out)
-            vs_float.update(ref, out)
-            if b.labels is not None:
-                acc.update(out, b.labels)
-                sim_acc.update(sim, b.labels)
+                out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))
+            parity.update(list(float_outs), sim, out, b.labels)
+    r = parity.result()
     return {
-        "accuracy": acc.result(),
-        "simulation_accuracy": sim_acc.result(),
-        "output_scale": scales[0],
-        "parity_step": qmodel.parity_steps()[0],
-        "vs_simulation": vs_sim.result().to_json(),
-        "vs_float": vs_float.result().to_json(),
+        "accuracy": r.accuracy,
+        "simulation_accuracy": r.simulation_accuracy,
+        "output_scale": r.primary.output_scale,
+        "parity_step": r.worst_parity.parity_step,
+        "vs_simulation": r.worst_parity.vs_simulation.to_json(),
+        "vs_float": r.primary.vs_float.to_json(),
+        "outputs": [o.to_json() for o in r.outputs],
     }
 
 
@@ -435,7 +432,8 @@ def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, 
         "artifact": artifact.to_json(),
         "tolerance": {"max_lsb": entry["tolerance_lsb"], "output_scale": qmodel.output_scales()[0],
                       "output_steps": qmodel.parity_steps()},  # per output, for 'qconvert verify'
-        "parity": {k: entry.get(k) for k in ("vs_simulation", "vs_float", "accuracy", "simulation_accuracy")},
+        "model_outputs": list(qmodel.captured.output_names),
+        "parity": {k: entry.get(k) for k in ("vs_simulation", "vs_float", "accuracy", "simulation_accuracy", "outputs")},
         "quantization": [asdict(q) for q in qmodel.qparams],
     }
     (artifact.directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

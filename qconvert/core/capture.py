@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule
 
+from qconvert.core.outputs import SINGLE_OUTPUT, dataclasses_registered, output_names
+from qconvert.core.parametrize import baked
 from qconvert.errors import CaptureError
 
 __all__ = ["Captured", "capture", "forward_input_names", "graph_fingerprint"]
@@ -28,6 +30,9 @@ class Captured:
     input_names: tuple[str, ...]
     example_inputs: tuple[torch.Tensor, ...]
     fingerprint: str
+    #: One name per graph output: the path of each tensor in the model's output structure
+    #: (``logits``, ``hidden_states.2``), ``output`` for a model that returns one tensor.
+    output_names: tuple[str, ...] = (SINGLE_OUTPUT,)
 
 
 def forward_input_names(model: torch.nn.Module, count: int) -> tuple[str, ...]:
@@ -44,6 +49,11 @@ def forward_input_names(model: torch.nn.Module, count: int) -> tuple[str, ...]:
 def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Captured:
     """Export ``model`` (in eval mode) with a dynamic batch dimension.
 
+    A model returning a structure of tensors (tuple, dict, dataclass, ``ModelOutput``)
+    becomes a graph returning the flat tuple of those tensors, named in ``output_names``.
+    Parametrized weights (``weight_norm``, spectral norm) are baked into plain
+    parameters of a copy first: the caller's model is never changed.
+
     Raises:
         CaptureError: torch.export cannot capture the model; the message carries
             the first line of torch's reason and what usually fixes it.
@@ -54,11 +64,36 @@ def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) ->
     was_training = model.training
     _set_mode(model, False)
     try:
-        ep = _export(model, example_inputs, dynamic)
+        with baked(model) as plain:
+            with torch.no_grad():
+                sample = plain(*example_inputs)
+            # not under no_grad: eval-mode nn.TransformerEncoderLayer would take its fused fast path there
+            with dataclasses_registered(sample):
+                ep = _export(plain, example_inputs, dynamic)
     finally:
         _set_mode(model, was_training)
     gm = ep.module()
-    return Captured(gm, names, example_inputs, _fingerprint(gm, example_inputs))
+    outputs = output_names(sample)
+    if outputs != (SINGLE_OUTPUT,):
+        _flatten_graph_outputs(gm, len(outputs))
+    return Captured(gm, names, example_inputs, _fingerprint(gm, example_inputs), outputs)
+
+
+def _flatten_graph_outputs(gm: GraphModule, expected: int) -> None:
+    """Make ``gm`` return the flat tuple of its tensor outputs instead of the model's structure."""
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    leaves = out_node.args[0]
+    leaves = list(leaves) if isinstance(leaves, (list, tuple)) else [leaves]
+    tensors = [n for n in leaves if isinstance(n, torch.fx.Node) and isinstance(n.meta.get("val"), torch.Tensor)]
+    if len(tensors) != expected:
+        raise CaptureError(f"the model returns {expected} tensors but torch.export captured {len(tensors)} tensor outputs; "
+                           "return a tuple or dict of tensors from forward")
+    out_node.args = (tuple(tensors),)
+    codegen = gm.graph._codegen
+    info = getattr(codegen, "pytree_info", None)
+    if info is not None:
+        codegen.pytree_info = info._replace(out_spec=torch.utils._pytree.tree_structure(tuple(range(expected))))  # type: ignore[attr-defined]
+    gm.recompile()
 
 
 def _set_mode(model: torch.nn.Module, training: bool) -> None:

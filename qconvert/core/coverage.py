@@ -4,7 +4,9 @@ Calibration annotates the graph with the default placement, where a
 data-movement op (flatten, view, transpose, max-pool) shares its input's
 observer: its output has no statistics of its own. A placement that quantizes
 right before a conv, linear, matmul or add (TensorRT's) may pick exactly such a
-tensor, e.g. the flatten before the classifier. These observers read those
+tensor, e.g. the flatten before the classifier. Every float graph output is
+observed too: an output left in float (a second head, a feature map) is still
+compared in the steps it would have as an activation. These observers read those
 tensors and feed nothing, so the default observers see what they saw before and
 their statistics are unchanged.
 """
@@ -50,6 +52,13 @@ def _consumed_tensors(gm: GraphModule, modules: dict[str, object]) -> list[Node]
     """Producers of the float data inputs of quantizable consumers, seen through observers."""
     found: dict[Node, None] = {}
     for node in gm.graph.nodes:
+        if node.op == "output":
+            outs = node.args[0] if isinstance(node.args[0], (list, tuple)) else [node.args[0]]
+            for o in outs:
+                src = _through_observers(o, modules)
+                if isinstance(src, Node) and src.op == "call_function" and is_float_tensor(src):
+                    found.setdefault(src, None)
+            continue
         kind = op_kind(node)
         if kind == OpKind.WEIGHTED:
             args = node.args[:1]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qconvert.core.outputs import flatten
 from qconvert.io.data import Dataset
 from qconvert.verify.gates import Measured
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
@@ -55,7 +56,7 @@ class Evaluator:
         with torch.no_grad():
             for i, b in enumerate(data.batches(batch_size, limit)):
                 inputs = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-                ref = references.outputs[i][0] if reuse and references is not None else _first(model(*inputs)).numpy()
+                ref = references.outputs[i][0] if reuse and references is not None else flatten(model(*inputs))[0].numpy()
                 self.batches.append(_Batch(inputs, ref, b.labels))
         self.samples = sum(len(b.reference) for b in self.batches)
         self.labelled = all(b.labels is not None for b in self.batches)
@@ -67,7 +68,7 @@ class Evaluator:
         compare = CompareAccumulator()
         outputs = []
         for b in self.batches:
-            out = _first(graph(*b.inputs)).numpy()
+            out = flatten(graph(*b.inputs))[0].numpy()
             compare.update(b.reference, out)
             outputs.append(out)
         c = compare.result()
@@ -81,7 +82,3 @@ class Evaluator:
             assert b.labels is not None
             acc.update(out, b.labels)
         return acc.result()
-
-
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out

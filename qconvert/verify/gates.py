@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from qconvert.errors import DataError
@@ -59,6 +59,8 @@ class GateCheck:
     layer: str | None = None
     #: What failed, where a number alone does not say (per-layer parity: the first layer that diverges).
     detail: str = ""
+    #: The model output measured, for a model with several outputs (None: the only one).
+    output: str | None = None
 
     def line(self) -> str:
         name, unit, spec, op = METRIC_TEXT[self.metric]
@@ -66,11 +68,13 @@ class GateCheck:
             return f"{self.target}: {name}: {self.detail} (limit {self.limit:g}{unit})"
         shown = "not measurable (NaN)" if self.value is None else f"{self.value:{spec}}{unit}"
         where = f"{self.target}: layer '{self.layer}'" if self.layer is not None else self.target
+        where = f"{where} output '{self.output}'" if self.output else where
         return f"{where}: {name} {shown} {op} limit {self.limit:g}{unit}"
 
     def to_json(self) -> dict[str, Any]:
         out = {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed}
-        return out | ({"layer": self.layer} if self.layer is not None else {}) | ({"detail": self.detail} if self.detail else {})
+        return (out | ({"layer": self.layer} if self.layer is not None else {}) | ({"detail": self.detail} if self.detail else {})
+                | ({"output": self.output} if self.output else {}))
 
 
 @dataclass(frozen=True)
@@ -126,16 +130,27 @@ def evaluate(gates: Gates, target: str, float_accuracy: float | None, m: Measure
 
 
 def gate_checks(recipe: Recipe, report: dict[str, Any]) -> list[GateCheck]:
-    """All gates of every executed target in a build report (targets not run here have nothing to check)."""
+    """All gates of every executed target in a build report (targets not run here have nothing to check).
+
+    Parity and SQNR gates judge every model output; accuracy and top-1 agreement judge the
+    first output (the primary head: logits), the only one labels and classes refer to.
+    """
     checks: list[GateCheck] = []
     for name, t in report["targets"].items():
         checks += accumulator_checks(name, t.get("accumulators"))
         if not t.get("executed"):
             continue
-        sim, flt = t["vs_simulation"], t["vs_float"]
-        m = Measured(t.get("accuracy"), _number(flt["sqnr_db"]), flt["top1_agreement"], sim["max_lsb_error"], t["tolerance_lsb"],
-                     **_layer_parity(t.get("layer_parity")))
-        checks += evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
+        outputs = t.get("outputs") or [{"name": None, "vs_simulation": t["vs_simulation"], "vs_float": t["vs_float"]}]
+        layer = _layer_parity(t.get("layer_parity"))
+        for i, o in enumerate(outputs):
+            sim, flt = o["vs_simulation"], o["vs_float"]
+            primary = i == 0
+            m = Measured(t.get("accuracy") if primary else None, _number(flt["sqnr_db"]), flt["top1_agreement"] if primary else None,
+                         sim["max_lsb_error"], t["tolerance_lsb"], **layer)
+            label = o["name"] if len(outputs) > 1 else None
+            found = evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
+            # per-layer parity covers the whole graph once; each output adds its own end-to-end checks
+            checks += [replace(c, output=label) for c in found if primary or c.metric != "layer_parity_lsb"]
     return checks
 
 

@@ -36,7 +36,7 @@ class CompareAccumulator:
         self.n = 0
         self.signal = self.noise = self.dot = self.ref_sq = self.cand_sq = 0.0
         self.max_abs = 0.0
-        self.agree = 0
+        self.agree = self.positions = 0
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         ref64, cand64 = np.asarray(ref, np.float64), np.asarray(cand, np.float64)
@@ -50,16 +50,25 @@ class CompareAccumulator:
         self.cand_sq += float(np.sum(cand64 * cand64))
         self.max_abs = max(self.max_abs, float(np.max(np.abs(err))) if err.size else 0.0)
         if self.classifier and ref64.ndim >= 2:
-            self.agree += int(np.sum(ref64.argmax(axis=-1) == cand64.argmax(axis=-1)))
+            axis = _class_axis(ref64.ndim)
+            same = ref64.argmax(axis=axis) == cand64.argmax(axis=axis)
+            self.agree += int(np.sum(same))
+            self.positions += same.size
         self.n += ref64.shape[0] if ref64.ndim else 1
 
     def result(self) -> Comparison:
         sqnr = math.inf if self.noise == 0 else 10.0 * math.log10(max(self.signal, 1e-300) / self.noise)
         denom = math.sqrt(self.ref_sq * self.cand_sq)
         cosine = self.dot / denom if denom > 0 else 1.0
-        top1 = self.agree / self.n if (self.classifier and self.n) else None
+        top1 = self.agree / self.positions if (self.classifier and self.positions) else None
         lsb = self.max_abs / self.lsb if self.lsb else None
         return Comparison(self.n, sqnr, self.max_abs, cosine, top1, lsb)
+
+
+def _class_axis(ndim: int) -> int:
+    """Where the class scores are: the last axis of logits (N, C) and token logits (N, T, C);
+    axis 1 of a segmentation map (N, C, H, W). Agreement is counted per position."""
+    return 1 if ndim == 4 else -1
 
 
 class AccuracyAccumulator:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_flatten
 
+from qconvert.core.outputs import flatten
 from qconvert.io.data import Batch, Dataset
 from qconvert.verify.metrics import AccuracyAccumulator
 
@@ -23,8 +23,7 @@ __all__ = ["FloatReferences", "flat_outputs"]
 
 def flat_outputs(out: object) -> tuple[np.ndarray, ...]:
     """The model's output structure (tensor, tuple, dict, dataclass, ModelOutput) as a flat tuple of arrays."""
-    leaves, _ = tree_flatten(out)
-    return tuple(t.detach().numpy() for t in leaves if isinstance(t, torch.Tensor))
+    return tuple(t.detach().numpy() for t in flatten(out))
 
 
 @dataclass(frozen=True)

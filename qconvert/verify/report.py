@@ -105,6 +105,19 @@ def _layer_parity_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _output_lines(t: dict[str, Any]) -> list[str]:
+    """One line per model output, for a model with several (each is verified and gated)."""
+    outs = t.get("outputs") or []
+    if len(outs) < 2:
+        return []
+    lines = [f"- outputs ({len(outs)}, each verified; accuracy and agreement on the first):"]
+    for o in outs:
+        s, f = o["vs_simulation"], o["vs_float"]
+        lines.append(f"  - `{o['name']}`: vs simulation {_fmt(s['max_lsb_error'], '.3f')} LSB, vs float SQNR {_fmt(f['sqnr_db'])} dB, "
+                     f"cosine {_fmt(f['cosine'], '.6f')}")
+    return lines
+
+
 def _optimize_for_lines(t: dict[str, Any]) -> list[str]:
     o = t.get("optimize_for")
     if not o:
@@ -145,6 +158,7 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += _layer_parity_lines(t)
             f = t["vs_float"]
             lines.append(f"- vs float: SQNR {_fmt(f['sqnr_db'])} dB, max abs {_fmt(f['max_abs_error'], '.3g')}, cosine {_fmt(f['cosine'], '.6f')}")
+            lines += _output_lines(t)
             lines += _latency_lines(t)
         lines += _optimize_for_lines(t)
         worst = (t.get("layers") or {}).get("layers") or []

@@ -146,6 +146,16 @@ class RequantizedLayer(_Strict):
     max_relative_error: Num = Field(..., description="Largest |approximated / exact ratio - 1| over the channels.")
 
 
+class OutputEntry(_Strict):
+    """One model output of one artifact (models return tuples, dicts, ModelOutputs: each tensor is an output)."""
+
+    name: str = Field(..., description="Path of the tensor in the model's output ('logits', 'hidden_states.2'; 'output' for a bare tensor).")
+    output_scale: Num | None = Field(..., description="Scale of the output's final dequantize; null for a float output.")
+    parity_step: Num | None = Field(..., description="Step max_lsb_error is counted in.")
+    vs_simulation: Comparison
+    vs_float: Comparison
+
+
 class TargetEntry(BaseModel):
     """One target's artifact and how it compared."""
 
@@ -161,9 +171,10 @@ class TargetEntry(BaseModel):
     accuracy: Num | None = Field(None, description="Top-1 accuracy of the artifact, %, when labelled.")
     simulation_accuracy: Num | None = Field(None, description="Top-1 accuracy of the torch simulation, %.")
     output_scale: Num | None = Field(None, description="Scale of the first output's dequantize.")
-    parity_step: Num | None = Field(None, description="Step parity is measured in.")
-    vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation.")
-    vs_float: Comparison | None = Field(None, description="Artifact vs the float model.")
+    parity_step: Num | None = Field(None, description="Step parity is measured in (of the output farthest from the simulation).")
+    vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation: the output farthest from it, in its own steps.")
+    vs_float: Comparison | None = Field(None, description="Artifact vs the float model: the first (primary) output.")
+    outputs: list[OutputEntry] | None = Field(None, description="Every model output, in the model's order; each is verified and gated.")
     latency: LatencyEntry | None = Field(None, description="Latency of the artifact against the float model in the same runtime, when measured.")
     latency_skipped: bool = Field(False, description="True when the build ran with --no-latency.")
     optimize_for: OptimizeForEntry | None = Field(None, description="What the target optimised for and the types that gave.")
@@ -183,6 +194,7 @@ class GateCheckEntry(_Strict):
     passed: bool
     layer: str | None = Field(None, description="Layer of a per-layer gate (accumulator_bits).")
     detail: str | None = Field(None, description="What failed where a value alone does not say (the first layer that diverges).")
+    output: str | None = Field(None, description="Model output measured, when the model has several.")
 
 
 class GatesEntry(_Strict):

@@ -61,7 +61,11 @@ def dynamo_export(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], input_
 
 
 def _output_names(qmodel: QuantizedModel) -> list[str]:
+    """The model's own output names (``logits``, ``hidden_states.2``): a board reads outputs by them."""
+    names = list(qmodel.captured.output_names)
     n = len(qmodel.output_scales())
+    if len(names) == n and len(set(names)) == n:
+        return names
     return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
 
 
