@@ -241,3 +241,11 @@ def test_sensitivity_from_python_with_a_dataloader(trained: tuple[TinyNet, Path]
     ranking = qconvert.sensitivity(trained[0], DIGITS / "recipe.yaml", _loader(DIGITS / "eval.npz", 25), metric="accuracy", samples=100)
     assert ranking.samples == 100 and ranking.float_accuracy is not None
     assert {s.layer.name for s in ranking.by_loss()} >= {"fc"}
+
+
+def test_a_dataloaders_size_is_its_samplers() -> None:
+    x = torch.zeros(100, 3)
+    every_other = DataLoader(TensorDataset(x), batch_size=16, sampler=list(range(0, 100, 2)))
+    ds = StreamedDataset(Batches(every_other), ("x",))
+    assert ds.size == 50 == sum(len(b.inputs[0]) for b in ds.batches(64))
+    assert StreamedDataset(Batches(DataLoader(TensorDataset(x), batch_size=16, drop_last=True)), ("x",)).size == 96

@@ -102,12 +102,12 @@ class StreamedDataset(Dataset):
 
     @cached_property
     def size(self) -> int:  # type: ignore[override]
-        """Samples in the source: ``len(loader.dataset)`` when a DataLoader keeps every sample, else counted in one pass."""
+        """Samples in one pass: a DataLoader's sampler length when it keeps every batch, else counted in one pass."""
         src = self._source.source
-        dataset = getattr(src, "dataset", None)
-        if dataset is not None and hasattr(dataset, "__len__") and not getattr(src, "drop_last", False) \
-                and self._source.transform_fn is None:
-            return len(dataset)
+        sampler = getattr(src, "sampler", None)  # a DataLoader: its sampler says how many samples one pass yields
+        if getattr(src, "dataset", None) is not None and hasattr(sampler, "__len__") and not getattr(src, "drop_last", False) \
+                and getattr(src, "batch_size", None) is not None:
+            return len(sampler)  # type: ignore[arg-type]
         return sum(len(self._convert(raw).inputs[0]) for raw in self._raw())
 
     @property

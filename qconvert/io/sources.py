@@ -45,7 +45,7 @@ def open_model(source: ModelSource, weights: Path | None = None) -> torch.nn.Mod
         raise ModelLoadError(f"model: expected an nn.Module, an ExportedProgram or a reference like 'file.py:factory', "
                              f"got {type(source).__name__}")
     try:
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(model).cpu()  # calibration and verification run on the CPU
     except Exception as e:
         raise ModelLoadError(f"model: qconvert works on a copy of your {type(source).__name__} and could not copy it "
                              f"({type(e).__name__}: {e}); pass a reference ('file.py:factory') instead") from e
