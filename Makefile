@@ -22,7 +22,7 @@ setup:
 	  || echo "chromium not installed: the report.html screenshot test will be skipped"
 
 demo:
-	$(BIN)/qconvert build \
+	@$(BIN)/qconvert build \
 	  --model samples/digits/model.py:build --weights samples/digits/weights.pt \
 	  --recipe samples/digits/recipe.yaml \
 	  --calib-data samples/digits/calib.npz --eval-data samples/digits/eval.npz \
