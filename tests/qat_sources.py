@@ -7,6 +7,7 @@ model of one tool, into which the test loads the trained state dict with ``--wei
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,13 @@ EXAMPLE = torch.zeros(2, 1, 16, 16)
 
 
 def _digits_module():
-    spec = importlib.util.spec_from_file_location("_qat_sources_digits", DIGITS / "model.py")
+    name = "_qat_sources_digits"
+    if name in sys.modules:  # torch.export (strict) looks classes up by their module
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, DIGITS / "model.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
@@ -100,3 +105,32 @@ def eager_prepared() -> nn.Module:
     m = fuse_modules_qat(m, groups)
     m.qconfig = get_default_qat_qconfig("x86")
     return prepare_qat(m)
+
+
+# -- torchao PT2E --------------------------------------------------------------------------------
+
+def pt2e_prepared() -> nn.Module:
+    """``prepare_qat_pt2e`` with torchao's X86InductorQuantizer (QAT config) on the exported digits CNN."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    gm = torch.export.export(float_digits().train(), (EXAMPLE,), dynamic_shapes=({0: batch},), strict=True).module()
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    return allow_exported_model_train_eval(prepare_qat_pt2e(gm, quantizer))
+
+
+def save_converted_pt2e(prepared: nn.Module, path: Path) -> nn.Module:
+    """``convert_pt2e`` the trained model and save the Q/DQ graph as a .pt2 (dynamic batch)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    converted = convert_pt2e(move_exported_model_to_eval(prepared))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(converted, (EXAMPLE,), dynamic_shapes=({0: batch},)), str(path))
+    return converted

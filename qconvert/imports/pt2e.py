@@ -88,6 +88,8 @@ def _grid(gm: GraphModule, dq: Node) -> Grid:
 def _taps_for_qdq(gm: GraphModule, book: TapBook) -> None:
     """Replace each Q -> DQ pair (an activation) and each DQ of a stored integer weight by a tap."""
     g = gm.graph
+    for n in g.nodes:  # the source quantizer's annotations would mix with the build's own
+        n.meta.pop("quantization_annotation", None)
     for dq in [n for n in g.nodes if n.op == "call_function" and n.target in _DQ]:
         src = dq.args[0]
         grid = _grid(gm, dq)

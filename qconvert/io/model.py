@@ -33,9 +33,10 @@ def eval_mode(model: torch.nn.Module) -> torch.nn.Module:
     """Put a model in eval mode; an ExportedProgram's module refuses eval() and is
     already captured in the mode it was exported in."""
     try:
-        return model.eval()
+        model.eval()  # torchao's allow_exported_model_train_eval patches eval() to return None
     except NotImplementedError:
-        return model
+        pass
+    return model
 
 
 def _load_pt2(path: Path) -> torch.nn.Module:
