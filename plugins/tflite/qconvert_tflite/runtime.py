@@ -101,16 +101,25 @@ def dequantize_output(q: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
+def _quantized(edge: _Edge) -> bool:
+    """An int8/int16 edge carrying real numbers; an integer edge with no scale (token ids) carries integers."""
+    return bool(np.issubdtype(edge.dtype, np.integer) and edge.scale > 0)
+
+
 def _invoke(m: _Loaded, arrays: list[np.ndarray]) -> list[np.ndarray]:
     for edge, a in zip(m.inputs, arrays):
-        if np.issubdtype(edge.dtype, np.integer):
+        if _quantized(edge) and not np.issubdtype(np.asarray(a).dtype, np.integer):
             a = quantize_input(a, edge.scale, edge.zero_point, edge.dtype)
+        elif np.issubdtype(edge.dtype, np.integer) and np.issubdtype(np.asarray(a).dtype, np.integer):
+            info = np.iinfo(edge.dtype)
+            if a.size and (a.min() < info.min or a.max() > info.max):
+                raise ValueError(f"input values {a.min()}..{a.max()} do not fit the model's {np.dtype(edge.dtype).name} input")
         m.interpreter.set_tensor(edge.index, np.ascontiguousarray(a, dtype=edge.dtype))
     m.interpreter.invoke()
     outs = []
     for edge in m.outputs:
         o = m.interpreter.get_tensor(edge.index)
-        outs.append(dequantize_output(o, edge.scale, edge.zero_point) if np.issubdtype(edge.dtype, np.integer) else o.copy())
+        outs.append(dequantize_output(o, edge.scale, edge.zero_point) if _quantized(edge) else o.copy())
     return outs
 
 
