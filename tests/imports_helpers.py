@@ -52,3 +52,10 @@ def assert_artifact_matches_source(out: Path, target: str, expected: np.ndarray)
     assert err <= entry["tolerance_lsb"] + SOURCE_SLACK_LSB, (target, err, entry["tolerance_lsb"])
     assert vs_source["top1_agreement"] >= 0.99, (target, vs_source)
     return err
+
+
+def refusal(text: str, target: str) -> str:
+    """The one error line of a refused build (a model factory may print lines of its own)."""
+    errors = [line for line in text.strip().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"target '{target}'" in errors[0] and "Traceback" not in text, text
+    return errors[0]

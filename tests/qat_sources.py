@@ -134,3 +134,34 @@ def save_converted_pt2e(prepared: nn.Module, path: Path) -> nn.Module:
     batch = torch.export.Dim("batch", min=1, max=1024)
     torch.export.save(torch.export.export(converted, (EXAMPLE,), dynamic_shapes=({0: batch},)), str(path))
     return converted
+
+
+# -- NVIDIA ModelOpt -----------------------------------------------------------------------------
+
+def modelopt_quantized(calibrate_on: torch.Tensor | None = None) -> nn.Module:
+    """``mtq.quantize`` with INT8_DEFAULT_CFG (int8 per-channel weights, per-tensor inputs of conv,
+    linear and pooling), calibrated on ``calibrate_on`` (a factory: one zero batch, to create the
+    amax buffers that ``--weights`` then overwrites)."""
+    import modelopt.torch.quantization as mtq
+
+    data = calibrate_on if calibrate_on is not None else EXAMPLE
+
+    def loop(model: nn.Module) -> None:
+        for i in range(0, data.shape[0], 32):
+            model(data[i:i + 32])
+
+    return mtq.quantize(float_digits(), mtq.INT8_DEFAULT_CFG, loop)
+
+
+def modelopt_prepared() -> nn.Module:
+    return modelopt_quantized()
+
+
+def legacy_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict under pytorch-quantization's names (``conv._input_quantizer._amax``)."""
+    out = {}
+    for k, v in state.items():
+        for q in ("input", "weight", "output"):
+            k = k.replace(f".{q}_quantizer.", f"._{q}_quantizer.")
+        out[k] = v
+    return out

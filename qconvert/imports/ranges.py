@@ -58,9 +58,11 @@ def plan_import(imported: ImportedQuant, captured: Captured, base: Recipe) -> Im
     """The recipe (the source's schemes, every range read as min/max) and the ranges of every
     tensor a build may quantize that the source's grids cover, directly or through ops that
     keep the grid (reshape, pooling, ReLU)."""
+    notes = list(imported.notes)
+    imported = ImportedQuant(imported.tool, tuple(imported.activations().values()) +
+                             tuple(_fold_batchnorm(captured.graph, imported.weights(), notes).values()), imported.notes)
     recipe = _recipe(imported, base, captured.graph)
     acts = dict(imported.activations())
-    notes = list(imported.notes)
     for key, via in _propagate(captured.graph, acts, _candidates(captured, recipe)).items():
         notes.append(f"tensor '{key}' has no quantizer in the source: it takes the grid of '{via}' (same values)")
     bins = recipe.calibration.bins
@@ -76,6 +78,46 @@ def plan_import(imported: ImportedQuant, captured: Captured, base: Recipe) -> Im
     learned = LearnedRanges(StatsSet(captured.fingerprint, stats), weights, "grids read from the model",
                             label=f"imported from {imported.tool}", imported=full)
     return ImportPlan(recipe, learned)
+
+
+_BN = {_aten.batch_norm.default, _aten._native_batch_norm_legit_no_training.default}
+
+
+def _fold_batchnorm(gm: GraphModule, weights: dict[str, ImportedTensor], notes: list[str]) -> dict[str, ImportedTensor]:
+    """A weight quantized before an unfused BatchNorm (ModelOpt, Brevitas): the build folds the
+    BatchNorm into the weight, so the grid becomes per channel, scale times |gamma / std| (the
+    same integer codes, sign folded into them). Symmetric grids only."""
+    out = dict(weights)
+    for node in gm.graph.nodes:
+        users = list(node.users)
+        if op_kind(node) != OpKind.WEIGHTED or len(users) != 1 or users[0].target not in _BN:
+            continue
+        key = f"{module_of(node) or node.name}.weight"
+        t = weights.get(key)
+        if t is None:
+            continue
+        if not t.grid.symmetric:
+            notes.append(f"weight '{key}': an affine grid before a BatchNorm cannot be folded into it; imported as is")
+            continue
+        bn = users[0]
+        gamma, var = _attr(gm, bn.args[1]), _attr(gm, bn.args[4])
+        eps = float(bn.args[7] if bn.target == _aten.batch_norm.default else bn.args[6])  # type: ignore[arg-type]
+        if var is None:
+            continue
+        factor = (gamma if gamma is not None else torch.ones_like(var)).double() / torch.sqrt(var.double() + eps)
+        scale = torch.tensor(t.grid.scale, dtype=torch.float64).expand_as(factor) * factor.abs()
+        grid = Grid(tuple(scale.tolist()), (0,) * scale.numel(), t.grid.qmin, t.grid.qmax, 0)
+        out[key] = ImportedTensor(key, "weight", t.module, grid, t.source)
+    return out
+
+
+def _attr(gm: GraphModule, arg: object) -> torch.Tensor | None:
+    if not isinstance(arg, Node) or arg.op != "get_attr":
+        return None
+    obj: object = gm
+    for part in str(arg.target).split("."):
+        obj = getattr(obj, part)
+    return obj.detach() if isinstance(obj, torch.Tensor) else None
 
 
 def _most_common(grids: list[Grid], fallback: QScheme) -> QScheme:
