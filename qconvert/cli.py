@@ -35,6 +35,19 @@ def _shape(value: str | None) -> tuple[int, ...] | None:
     return dims
 
 
+def _widths(value: str | None) -> tuple[int, ...] | None:
+    """``--compare-precision 8,16``: two or more activation widths, 2-16 bits."""
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise BadInputError(f"--compare-precision '{value}': expected comma-separated bit widths like 8,16") from None
+    if len(widths) < 2 or any(not 2 <= b <= 16 for b in widths):
+        raise BadInputError(f"--compare-precision '{value}': give two or more activation widths of 2-16 bits, e.g. 8,16")
+    return widths
+
+
 def _progress(quiet: bool) -> TerminalProgress:
     """Step messages and progress bars on stderr when a person watches; silent with --quiet, in CI or a pipe."""
     from qconvert.progress import TerminalProgress, interactive
@@ -109,8 +122,11 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
 @click.option("--quiet", is_flag=True, help="No progress messages.")
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Time each artifact against the float model in its runtime (batch 1 and 16); seconds per target.")
+@click.option("--compare-precision", "compare_precision", metavar="BITS,BITS",
+              help="Also build these activation widths (e.g. 8,16) and compare them side by side in the report (recipe: compare_precision).")
 def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Path | None, eval_data: Path | None,
-          targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool, latency: bool) -> None:
+          targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool, latency: bool,
+          compare_precision: str | None) -> None:
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
@@ -119,7 +135,8 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
 
         with reporting(_progress(quiet)) as progress:
             result = api.build(model, recipe, calib_data=calib_data, eval_data=eval_data, targets=targets, out=out, weights=weights,
-                               input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress)
+                               input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress,
+                               compare_precision=_widths(compare_precision))
         if result is None:  # a secondary torchrun rank
             return
         click.echo(result.summary())

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layer_parity import layer_parity
 from qconvert.verify.layerwise import layer_reports
 from qconvert.verify.output_parity import OutputsParity
+from qconvert.verify.precision import compare_precision
 from qconvert.verify.references import FloatReferences
 from qconvert.verify.report import write_reports
 
@@ -76,6 +77,8 @@ class BuildRequest:
     stats: Path | None = None
     #: Time each artifact against float in its runtime (seconds per target; off for CI jobs that gate on accuracy only).
     latency: bool = True
+    #: Activation widths built side by side (``--compare-precision``); None: the recipe's ``compare_precision``.
+    compare_precision: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,10 +210,17 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         if recipe.auto_fallback is None:
             checks = build_all(session)
         else:
+            weight_bits = min(t.constraints(options[t.name]).max_weight_bits for t in targets)  # int16 keeps: 16x8 on tflite
             with timings.phase("fallback_search"):
                 checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(session.recipe_path),
-                                                references=refs)
+                                                references=refs, keep_weight_bits=weight_bits)
             report["fallback"] = fallback.to_json()
+        widths = req.compare_precision or recipe.compare_precision
+        if widths:
+            report["precision"] = compare_precision(
+                widths, recipe, refs.accuracy, report["targets"], tmp,
+                lambda r, name, d: _build_target(registry.get(name), options[name], replace(session, recipe=r), stats, eval_data, d,
+                                                 False, refs, timings)[0])
         failures = [c.line() for c in checks if not c.passed]
         report["gates"] = {"passed": not failures, "failures": failures, "checks": [c.to_json() for c in checks]}
         timings.add("total", time.perf_counter() - started)

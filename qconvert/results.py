@@ -103,9 +103,11 @@ class BuildReport:
 
     def summary(self) -> str:
         """The per-target table the CLI prints."""
+        from qconvert.verify.precision import precision_lines
         from qconvert.verify.report import summary_table
 
-        return summary_table(dict(self._record))
+        precision = precision_lines(dict(self._record))  # --compare-precision: the widths side by side
+        return summary_table(dict(self._record)) + ("\n\n" + "\n".join(precision).rstrip() if precision else "")
 
     @classmethod
     def from_record(cls, out: Path, record: Mapping[str, Any]) -> BuildReport:

@@ -105,3 +105,37 @@ def test_auto_fallback_passes_the_gate_plain_ptq_fails(fragile: dict[str, Path],
     z = np.load(fragile["data"])
     (logits,) = ort.InferenceSession(str(out / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": z["x"]})
     assert 100.0 - 100.0 * float(np.mean(logits.argmax(1) == z["y"])) <= 2.0
+
+
+def test_auto_fallback_keep_int16_on_onnx_builds_16_bit_qdq(fragile: dict[str, Path], tmp_path: Path) -> None:
+    """keep: int16 on onnx: the kept layer gets 16-bit weights and activations, exported at opset 21 and passing the gate."""
+    import onnx
+
+    from qconvert.recipe import load_recipe
+
+    # fc2's 1000-weight column leaves its real weights ~7 steps even at 16 bits: a 5 pp gate
+    recipe = RECIPE.replace("max_accuracy_drop: 2.0", "max_accuracy_drop: 5.0")
+    (fragile["dir"] / "int16.yaml").write_text(recipe + "auto_fallback: {metric: accuracy, max_layers: 2, keep: int16}\n")
+    out = tmp_path / "int16"
+    code, output = _build({**fragile, "int16": fragile["dir"] / "int16.yaml"}, "int16", out)
+    assert code == 0, output
+    fb = json.loads((out / "report.json").read_text())["fallback"]
+    assert fb["layers"][0] == "fc2" and fb["keep"] == "int16" and fb["passed"] and not fb["steps"][0]["simulation_passed"]
+    wide = next(o for o in load_recipe(out / fb["recipe_file"]).overrides if o.match == "fc2")
+    assert wide.weights is not None and wide.activations is not None and (wide.weights.bits, wide.activations.bits) == (16, 16)
+    model = onnx.load(out / "onnx" / "model.onnx")
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 21
+    int16_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT16]
+    assert int16_weights  # fc2's weights
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_sensitivity_keep_int16_runs_for_16_bit_targets(fragile: dict[str, Path], tmp_path: Path, target: str) -> None:
+    """tflite keeps its 16x8 form (8-bit weights) for the layer kept at int16; onnx takes 16-bit weights too."""
+    out = tmp_path / "s.json"
+    args = ["sensitivity", "--model", f"{fragile['model']}:build", "--recipe", str(fragile["plain"]), "--calib-data", str(fragile["data"]),
+            "--eval-data", str(fragile["data"]), "--keep", "int16", "--target", target, "--json", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    sens = json.loads(out.read_text())
+    assert sens["keep"] == "int16" and {row["layer"] for row in sens["layers"]} >= {"fc1", "fc2", "fc3"}

@@ -258,6 +258,13 @@ class Recipe(_Frozen):
     requantize: Requantize | None = Field(
         None, description="Approximate every conv/linear requantization ratio by an integer multiplier and a shift; null: exact float ratios."
     )
+    compare_precision: tuple[int, ...] | None = Field(
+        None,
+        min_length=2,
+        description="Activation bit widths to build side by side, e.g. [8, 16] (TI: 'if 8 bits loses accuracy, check 16 bits'): "
+        "each width is quantized from the same statistics, emitted under OUT/precision/a<bits>/ and verified; the report "
+        "compares them per target. Gates judge the recipe's own build only. --compare-precision overrides it.",
+    )
     accumulator_bits: int | None = Field(
         None,
         ge=8,
@@ -286,6 +293,13 @@ class Recipe(_Frozen):
         if isinstance(self.optimize_for, dict):
             return self.optimize_for.get(target)
         return self.optimize_for
+
+    @field_validator("compare_precision")
+    @classmethod
+    def _widths_in_range(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and any(not 2 <= b <= 16 for b in value):
+            raise ValueError(f"{list(value)}: activation widths are 2-16 bits")
+        return value
 
     @model_validator(mode="after")
     def _activations_per_tensor(self) -> Recipe:

@@ -72,10 +72,13 @@ class FallbackResult:
 
 
 def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list[str], build_all: BuildAll,
-                 out: Path, source: str, references: FloatReferences | None = None) -> tuple[list[GateCheck], FallbackResult]:
+                 out: Path, source: str, references: FloatReferences | None = None,
+                 keep_weight_bits: int = 16) -> tuple[list[GateCheck], FallbackResult]:
     """Search, build, and write ``out/<recipe_file>`` when layers were kept; returns the last build's checks.
 
-    ``references``: the build's float outputs over ``data``, so the search runs no float pass of its own."""
+    ``references``: the build's float outputs over ``data``, so the search runs no float pass of its own.
+    ``keep_weight_bits``: the weight width of layers kept at int16 (the narrowest the targets take, up to 16).
+    """
     cfg = session.recipe.auto_fallback
     assert cfg is not None
     base = session.recipe.model_copy(update={"auto_fallback": None})
@@ -88,7 +91,7 @@ def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list
         return quantize(session.captured, r, stats, calibration_batches=session.calibration_batches)
 
     def simulate(layers: tuple[str, ...]) -> FallbackStep:
-        score = evaluator.score(quant(kept(base, layers, cfg.keep)).graph)
+        score = evaluator.score(quant(kept(base, layers, cfg.keep, keep_weight_bits)).graph)
         checks = [c for t in targets for c in evaluate(gates_for(base, t), t, evaluator.float_accuracy, score.measured())]
         return FallbackStep(layers, score, all(c.passed for c in checks))
 
@@ -101,32 +104,33 @@ def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list
         budget_left = len(chosen) < cfg.max_layers and (order is None or len(chosen) < len(order))
         checks: list[GateCheck] = []
         if step.simulation_passed or not budget_left:
-            checks = build_all(dataclasses.replace(session, recipe=kept(base, chosen, cfg.keep)))
+            checks = build_all(dataclasses.replace(session, recipe=kept(base, chosen, cfg.keep, keep_weight_bits)))
             failed = [c for c in checks if not c.passed]
             step = dataclasses.replace(step, built=not failed, failures=tuple(c.line() for c in failed))
         steps.append(step)
         if step.built or not budget_left:
             break
         if order is None:
-            sensitivity = _rank(base, session, evaluator, quant, cfg)
+            sensitivity = _rank(base, session, evaluator, quant, cfg, keep_weight_bits)
             order = [s.layer.name for s in sensitivity.by_regain()]
             if not order:
                 break
         chosen = chosen + (order[len(chosen)],)
     if step.built is None:  # the ranking found no layer to keep: build plain PTQ so there are artifacts
         checks = build_all(dataclasses.replace(session, recipe=base))
-    final = kept(base, chosen, cfg.keep)
+    final = kept(base, chosen, cfg.keep, keep_weight_bits)
     written = write_recipe(out / cfg.recipe_file, final, chosen, cfg.keep, source) if chosen else None
     passed = all(c.passed for c in checks)
     return checks, FallbackResult(cfg, chosen, final, passed, tuple(steps), sensitivity, written)
 
 
 def _rank(base: Recipe, session: Session, evaluator: Evaluator, quant: Callable[[Recipe], QuantizedModel],
-          cfg: AutoFallback) -> Sensitivity:
+          cfg: AutoFallback, keep_weight_bits: int = 16) -> Sensitivity:
     types = {n: type(m).__name__ for n, m in session.model.named_modules()}
     layers = candidate_layers(session.captured.graph, types)
     done = iter(track(range(len(layers)), len(layers), "sensitivity"))
-    return rank_layers(base, layers, quant, evaluator, cfg.metric, cfg.keep, progress=lambda _: next(done, None))
+    return rank_layers(base, layers, quant, evaluator, cfg.metric, cfg.keep, progress=lambda _: next(done, None),
+                       keep_weight_bits=keep_weight_bits)
 
 
 def write_recipe(path: Path, recipe: Recipe, layers: tuple[str, ...], keep: str, source: str) -> str:

@@ -78,7 +78,8 @@ class Sensitivity:
 
 
 def rank_layers(recipe: Recipe, layers: tuple[Layer, ...], quantize: Quantizer, evaluator: Evaluator,
-                metric: Metric = "sqnr", keep: str = "float", progress: Callable[[int], object] = lambda _: None) -> Sensitivity:
+                metric: Metric = "sqnr", keep: str = "float", progress: Callable[[int], object] = lambda _: None,
+                keep_weight_bits: int = 16) -> Sensitivity:
     """Score the full quantization and two variants per layer (``progress`` gets the count done).
 
     ``quantize`` turns a recipe into a Q/DQ model from statistics already collected.
@@ -87,7 +88,7 @@ def rank_layers(recipe: Recipe, layers: tuple[Layer, ...], quantize: Quantizer, 
     scored = []
     for i, layer in enumerate(layers):
         only = evaluator.score(quantize(only_quantized(recipe, layer.name, layers)).graph)
-        all_but = evaluator.score(quantize(kept(recipe, (layer.name,), keep)).graph)
+        all_but = evaluator.score(quantize(kept(recipe, (layer.name,), keep, keep_weight_bits)).graph)
         scored.append(LayerSensitivity(layer, only, all_but))
         progress(i + 1)
     return Sensitivity(metric, keep, evaluator.samples, evaluator.float_accuracy, full, tuple(scored))

@@ -80,7 +80,8 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     types = {n: type(m).__name__ for n, m in s.model.named_modules()}
     layers = candidate_layers(s.captured.graph, types)
     done = iter(track(range(len(layers)), len(layers), "sensitivity"))
-    return rank_layers(recipe, layers, quant, evaluator, req.metric, req.keep, progress=lambda _: next(done, None))
+    return rank_layers(recipe, layers, quant, evaluator, req.metric, req.keep, progress=lambda _: next(done, None),
+                       keep_weight_bits=constraints.max_weight_bits)
 
 
 def sensitivity_table(sens: Sensitivity) -> str:

@@ -53,8 +53,10 @@ def only_quantized(recipe: Recipe, layer: str, layers: tuple[Layer, ...]) -> Rec
     return recipe.model_copy(update={"exclude": tuple(recipe.exclude) + tuple(others) + (ROOT_OPS,)})
 
 
-def kept(recipe: Recipe, layers: tuple[str, ...], keep: str) -> Recipe:
-    """``recipe`` with ``layers`` kept at higher precision: in float, or at 16 bits."""
+def kept(recipe: Recipe, layers: tuple[str, ...], keep: str, weight_bits: int = 16) -> Recipe:
+    """``recipe`` with ``layers`` kept at higher precision: in float, or with 16-bit symmetric activations
+    (the form every 16-bit target takes: TFLite's 16x8 and TIDL want zero point 0) and ``weight_bits``-bit
+    weights (at most 16: TFLite's 16x8 mode keeps 8-bit weights)."""
     if not layers:
         return recipe
     if keep == "float":
@@ -65,8 +67,8 @@ def kept(recipe: Recipe, layers: tuple[str, ...], keep: str) -> Recipe:
         i = next((k for k, o in enumerate(overrides) if o.match == name), None)
         base = overrides[i] if i is not None else LayerOverride.model_validate({"match": name})
         wide = base.model_copy(update={
-            "weights": (base.weights or recipe.weights).model_copy(update={"bits": 16}),
-            "activations": (base.activations or recipe.activations).model_copy(update={"bits": 16}),
+            "weights": (base.weights or recipe.weights).model_copy(update={"bits": min(16, max(weight_bits, (base.weights or recipe.weights).bits))}),
+            "activations": (base.activations or recipe.activations).model_copy(update={"bits": 16, "mode": "sym"}),
         })
         if i is None:
             overrides.insert(0, wide)

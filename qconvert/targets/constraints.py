@@ -53,6 +53,9 @@ class QuantConstraints:
     activation_mode_equivalents: tuple[tuple[Mode, Mode], ...] = ()
     #: Symmetric weights must leave the most negative code unused ([-127, 127] for 8 bits).
     narrow_weights: bool = False
+    #: Modes allowed for activations wider than 8 bits, where they differ from ``activation_modes``
+    #: (TFLite's 16x8 kernels take int16 activations with zero point 0 only: ``{"sym"}``).
+    wide_activation_modes: frozenset[Mode] | None = None
 
     def reencode(self, tq: TensorQuant) -> TensorQuant:
         """The same scheme in the storage this target uses, where that changes no value."""
@@ -69,9 +72,13 @@ class QuantConstraints:
         weight = tq.role == "weight"
         modes = self.weight_modes if weight else self.activation_modes
         max_bits = self.max_weight_bits if weight else self.max_activation_bits
+        wide = not weight and s.bits > 8 and self.wide_activation_modes is not None
+        if wide:
+            modes = self.wide_activation_modes  # type: ignore[assignment]
         if s.mode not in modes:
             to = "sym" if "sym" in modes else min(modes)
-            out.append(Violation(f"{tq.role} mode must be one of {sorted(modes)}, not '{s.mode}'", replace(tq, scheme=s.model_copy(update={"mode": to}))))
+            what = f" at {s.bits} bits" if wide else ""
+            out.append(Violation(f"{tq.role} mode{what} must be one of {sorted(modes)}, not '{s.mode}'", replace(tq, scheme=s.model_copy(update={"mode": to}))))
         if s.bits > max_bits:
             out.append(Violation(f"{tq.role}s can have at most {max_bits} bits, not {s.bits}", replace(tq, scheme=s.model_copy(update={"bits": max_bits}))))
         if weight and s.granularity == "per_channel" and not self.weight_per_channel:

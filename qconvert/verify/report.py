@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qconvert.verify.html import render_html
+from qconvert.verify.precision import precision_lines
 
 __all__ = ["int8_nodes_cell", "speedup_cell", "summary_table", "write_reports"]
 
@@ -172,6 +173,7 @@ def _markdown(report: dict[str, Any]) -> str:
         kept = ", ".join(f"`{n}`" for n in fb["layers"]) or "none needed"
         lines.append(f"## automatic fallback\n- kept at {fb['keep']}: {kept}" + (f" (recipe written to `{fb['recipe_file']}`)" if fb["recipe_file"] else ""))
         lines.append("")
+    lines += precision_lines(report)
     g = report.get("gates", {})
     lines.append("## gates")
     lines.append("- all passed" if g.get("passed", True) else "\n".join(f"- FAILED: {f}" for f in g["failures"]))

@@ -228,6 +228,26 @@ class Fallback(_Strict):
     ranking: dict[str, Any] | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
 
 
+class PrecisionRow(_Strict):
+    activation_bits: int
+    artifact: str | None = Field(..., description="Artifact of this width, relative to OUT; null when refused.")
+    executed: bool
+    accuracy: Num | None
+    accuracy_drop_pp: Num | None
+    simulation_accuracy: Num | None
+    sqnr_db: Num | None = Field(..., description="SQNR of the artifact vs float, dB.")
+    top1_agreement: Num | None
+    parity_lsb: Num | None = Field(..., description="Artifact vs its simulation, output steps.")
+    tolerance_lsb: Num | None
+    adapted: list[str] = Field(..., description="The first adaptation note, where the target changed the scheme.")
+    refused: str | None = Field(..., description="Why the target cannot build this width (on_unsupported: error).")
+
+
+class PrecisionComparison(_Strict):
+    activation_bits: list[int]
+    targets: dict[str, list[PrecisionRow]]
+
+
 class Calibration(_Strict):
     ranges: str
     stats: str
@@ -272,6 +292,7 @@ class Report(_Strict):
     gates: GatesEntry
     fallback: Fallback | None = None
     timings: TimingsEntry | None = Field(None, description="Where the build's time went (seconds per phase and per target).")
+    precision: PrecisionComparison | None = Field(None, description="Activation widths side by side (--compare-precision).")
 
 
 def report_json_schema() -> dict[str, object]:

@@ -55,12 +55,12 @@ class OnnxTarget(Target):
         return f"onnxruntime {onnxruntime.__version__}"
 
     def constraints(self, options: TargetOptions) -> QuantConstraints:
-        # opset 18 Q/DQ carries int8/uint8 only; int16 needs opset 21. Dynamic quantization:
+        # 16-bit Q/DQ (int16/uint16) is exported at opset 21 (qconvert_onnx.export.with_wide_qdq_opset). Dynamic quantization:
         # DynamicQuantizeLinear + MatMulInteger for Linear (qconvert_onnx.dynamic), int8 rows behind
         # a DequantizeLinear for Embedding; LSTM/GRU stay float (see README).
         assert isinstance(options, OnnxOptions)
-        weight_bits = 7 if options.device == "x86_avx2" else 8  # see onnxruntime_fast_types
-        return QuantConstraints(max_activation_bits=8, max_weight_bits=weight_bits, dynamic_ops=frozenset({"linear", "embedding"}))
+        weight_bits = 7 if options.device == "x86_avx2" else 16  # see onnxruntime_fast_types
+        return QuantConstraints(max_activation_bits=16, max_weight_bits=weight_bits, dynamic_ops=frozenset({"linear", "embedding"}))
 
     def fast_types(self, options: TargetOptions) -> FastTypes:
         assert isinstance(options, OnnxOptions)

@@ -21,7 +21,7 @@ from qconvert_onnx.intermediates import map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
 
-__all__ = ["dynamo_export", "export_float_model", "export_onnx_model", "export_qdq", "weight_dequantize_count"]
+__all__ = ["dynamo_export", "export_float_model", "export_onnx_model", "export_qdq", "weight_dequantize_count", "with_wide_qdq_opset"]
 
 
 def export_onnx_model(qmodel: QuantizedModel) -> onnx.ModelProto:
@@ -87,8 +87,44 @@ def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
+#: ONNX tensor types that Q/DQ carries only from opset 21 on (int16, uint16).
+_WIDE_QDQ_TYPES = {onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
+WIDE_QDQ_OPSET = 21
+
+
+def _wide_qdq(model: onnx.ModelProto) -> bool:
+    """Whether a QuantizeLinear/DequantizeLinear of ``model`` stores 16-bit integers."""
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            inits[n.output[0]] = n.attribute[0].t.data_type
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    return any(inits.get(n.input[2]) in _WIDE_QDQ_TYPES for n in qdq if len(n.input) > 2) or \
+        any(inits.get(n.input[0]) in _WIDE_QDQ_TYPES for n in qdq if n.op_type == "DequantizeLinear")
+
+
+def with_wide_qdq_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` converted to opset 21 when it has int16/uint16 Q/DQ (the exporter's opset 18-20 Q/DQ take
+    8-bit types only, and onnxruntime refuses a 16-bit zero point there); unchanged otherwise."""
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= WIDE_QDQ_OPSET or not _wide_qdq(model):
+        return model
+    from onnx import version_converter
+
+    return version_converter.convert_version(model, WIDE_QDQ_OPSET)
+
+
+#: Parity tolerance of a model with 16-bit Q/DQ, in its (16-bit) output steps: onnxruntime has no int16
+#: conv/gemm kernels and runs those ops in float32 between DequantizeLinear and QuantizeLinear, summing in
+#: its own order; a float32 rounding difference flips a 16-bit step at a near-tie, and flips add up along
+#: the chain (measured on digits: max 1 step with uint16, 2 with int16 activations).
+WIDE_QDQ_TOLERANCE_LSB = 4.0
+
+
 def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, target: str) -> Artifact:
     model = export_onnx_model(qmodel)
+    wide = _wide_qdq(model)
+    model = with_wide_qdq_opset(model)
     clips = narrow_ranges(model, qmodel)
     pools = reduce_mean_to_global_pool(model)
     float_layers = keep_float_layers_float(model)
@@ -102,6 +138,9 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         main_file=options.file_name,
         input_names=tuple(i.name for i in model.graph.input),
         output_names=tuple(o.name for o in model.graph.output),
+        notes=((f"16-bit Q/DQ: opset {WIDE_QDQ_OPSET}; onnxruntime runs the 16-bit ops in float between DequantizeLinear and "
+                f"QuantizeLinear, so parity is judged within {WIDE_QDQ_TOLERANCE_LSB:g} steps"),) if wide else (),
+        tolerance_lsb=WIDE_QDQ_TOLERANCE_LSB if wide else None,
         extra={"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips,
                "reduce_mean_as_global_pool": pools, "float_layers_kept_float": float_layers,

@@ -49,7 +49,9 @@ class TensorRTConstraints(QuantConstraints):
         out: list[Violation] = []
         current = tq
         for _ in range(8):  # one rule fixed per round; there are fewer than 8 rules
-            found = QuantConstraints.check(self, current) + self._int8_only(current)
+            # bit widths are judged by the int8 rule alone, which says why
+            base = QuantConstraints.check(replace(self, max_activation_bits=16, max_weight_bits=16), current)
+            found = base + self._int8_only(current)
             if not found:
                 break
             out.append(found[0])
@@ -62,4 +64,4 @@ class TensorRTConstraints(QuantConstraints):
         if bits == 8:
             return []
         fixed = replace(tq, scheme=tq.scheme.model_copy(update={"bits": 8}))
-        return [Violation(f"TensorRT's Q/DQ carries int8 only: {tq.role} bits must be 8, not {bits}", fixed)]
+        return [Violation(f"TensorRT's Q/DQ carries int8 only (no int16 type in its explicit quantization): {tq.role} bits must be 8, not {bits}", fixed)]

@@ -22,7 +22,7 @@ import torch
 from qconvert.core.quantize import QuantizedModel
 from qconvert.errors import BadInputError
 from qconvert.targets.base import Artifact
-from qconvert_tflite.flatbuffer import EdgeQuant, Inventory, float_edges, inventory
+from qconvert_tflite.flatbuffer import EdgeQuant, Inventory, float_edges, inventory, widen_16x8_biases
 from qconvert_tflite.graph import litert_ready
 from qconvert_tflite.options import TFLiteOptions
 
@@ -98,16 +98,24 @@ def convert_tflite(qmodel: QuantizedModel, batch: int) -> bytes:
             raise TFLiteConversionError(f"litert-torch cannot convert the quantized model: {first}"
                                         + (f" (converter log: {detail})" if detail else "")) from e
     log.unlink(missing_ok=True)
-    return bytes(content)
+    return widen_16x8_biases(bytes(content))
 
 
 def _edge_json(e: EdgeQuant, name: str) -> dict[str, object]:
     return {"name": name, "dtype": e.dtype, "shape": list(e.shape), "scale": e.scale, "zero_point": e.zero_point}
 
 
+#: Parity tolerance, in 16-bit output steps, of a 16x8 model: its kernels requantize with 32-bit
+#: multipliers and the int16 ADD pre-shifts by 15 bits, roundings that show as several of the 256x finer
+#: 16-bit steps (measured on digits: max 4 steps, 0.016 of an 8-bit step).
+TOLERANCE_16X8_LSB = 8.0
+_NOTE_16X8 = f"16x8 mode (int16 activations, int8 weights, int64 biases): parity within {TOLERANCE_16X8_LSB:g} 16-bit steps"
+
+
 def export_tflite(qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions, target: str) -> Artifact:
     content = convert_tflite(qmodel, options.batch)
     int8_inv = inventory(content)
+    wide = any(e.dtype == "int16" for e in int8_inv.inputs + int8_inv.outputs)
     if options.io == "float":
         content = float_edges(content)
     inv = inventory(content)
@@ -120,7 +128,8 @@ def export_tflite(qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions,
         main_file=options.file_name,
         input_names=qmodel.input_names,
         output_names=outputs,
-        notes=_notes(qmodel, options, int8_inv),
+        notes=_notes(qmodel, options, int8_inv) + (_NOTE_16X8,) * wide,
+        tolerance_lsb=TOLERANCE_16X8_LSB if wide else None,
         extra={
             "io": options.io,
             "batch": options.batch,
@@ -136,7 +145,7 @@ def export_tflite(qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions,
 def _notes(qmodel: QuantizedModel, options: TFLiteOptions, inv: Inventory) -> tuple[str, ...]:
     notes = [f"fixed batch {options.batch} (litert-torch lowers static shapes); larger inputs run in chunks"]
     requested = [qmodel.recipe.activations] + [o.activations for o in qmodel.recipe.overrides if o.activations]
-    if any(s.mode == "asym_u" for s in requested):
+    if any(s.mode == "asym_u" and s.bits <= 8 for s in requested):
         notes.append("asym_u activations stored as int8 with zero point - 128 (the same grid)")
     if inv.float_ops:
         notes.append(f"not full-integer: {len(inv.float_ops)} op(s) run in float ({', '.join(sorted(set(inv.float_ops)))})")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import flatbuffers
 from ai_edge_litert import schema_py_generated as fb
 
-__all__ = ["EdgeQuant", "Inventory", "float_edges", "inventory"]
+__all__ = ["EdgeQuant", "Inventory", "float_edges", "inventory", "widen_16x8_biases"]
 
 _OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k.lower() for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
@@ -133,3 +133,41 @@ def float_edges(buf: bytes) -> bytes:
     builder = flatbuffers.Builder(len(buf) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+#: Ops whose 16x8 kernels (int16 input, int8 weights) take an int64 bias (DEPTHWISE_CONV_2D takes nothing else).
+_BIASED_OPS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
+
+
+def _pack(model: fb.ModelT, size_hint: int) -> bytes:
+    builder = flatbuffers.Builder(size_hint + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def widen_16x8_biases(buf: bytes) -> bytes:
+    """The same model with the int32 bias of every conv/fully-connected op on int16 input stored as int64.
+
+    litert-torch writes int32 biases; TFLite's 16x8 kernels want int64 ones (same values, same scale).
+    Returns ``buf`` unchanged when no op has int16 input.
+    """
+    import numpy as np
+
+    model = _model(buf)
+    sg = model.subgraphs[0]
+    changed = False
+    for op in sg.operators:
+        slot = _BIASED_OPS.get(_op_name(model, op))
+        inputs = list(op.inputs)
+        if slot is None or len(inputs) <= slot or inputs[slot] < 0 or sg.tensors[inputs[0]].type != fb.TensorType.INT16:
+            continue
+        bias = sg.tensors[inputs[slot]]
+        if bias.type != fb.TensorType.INT32:
+            continue
+        data = np.frombuffer(bytes(bytearray(model.buffers[bias.buffer].data)), dtype="<i4").astype("<i8")
+        new = fb.BufferT()
+        new.data = np.frombuffer(data.tobytes(), dtype=np.uint8)
+        model.buffers.append(new)
+        bias.buffer, bias.type = len(model.buffers) - 1, fb.TensorType.INT64
+        changed = True
+    return _pack(model, len(buf) * 2) if changed else buf

@@ -191,17 +191,18 @@ def test_recipe_tflite_cannot_represent_is_refused_naming_layer_and_rule(digits:
     assert not out.exists() and not list(tmp_path.glob(".OUT*"))
 
 
-def test_int16_activations_are_refused_or_adapted_by_recipe_choice(tflite_build: Path, digits_session: Session) -> None:
+def test_int16_activations_must_be_symmetric_16x8(tflite_build: Path, digits_session: Session) -> None:
+    """TFLite's 16x8 kernels take int16 activations with zero point 0: asym 16-bit is refused or adapted to sym."""
     from qconvert_tflite import TFLiteTarget
 
     stats = StatsSet.load(tflite_build / "stats")
     wide = digits_session.recipe.model_copy(update={"activations": digits_session.recipe.activations.model_copy(update={"bits": 16})})
     constraints = TFLiteTarget().constraints(TFLiteTarget.Options())
-    with pytest.raises(ConstraintError, match=r"target 'tflite': layer '.*'.*activations can have at most 8 bits, not 16"):
+    with pytest.raises(ConstraintError, match=r"target 'tflite': layer '.*'.*activation mode at 16 bits must be one of \['sym'\]"):
         quantize(digits_session.captured, wide.model_copy(update={"on_unsupported": "error"}), stats, constraints, "tflite")
     adapted = quantize(digits_session.captured, wide.model_copy(update={"on_unsupported": "adapt"}), stats, constraints, "tflite")
-    assert adapted.warnings and all("at most 8 bits" in w and w.endswith("adapted") for w in adapted.warnings)
-    assert {q.bits for q in adapted.qparams if q.role == "activation"} == {8}
+    assert adapted.warnings and all("at 16 bits must be one of ['sym']" in w and w.endswith("adapted") for w in adapted.warnings)
+    assert {(q.bits, q.mode) for q in adapted.qparams if q.role == "activation"} == {(16, "sym")}
 
 
 def test_options_are_validated_in_the_recipe() -> None:
