@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "build": "qconvert.api",
     "calibrate": "qconvert.api",
-    "sensitivity": "qconvert.api",
-    # the subpackage qconvert.verify, which is callable: qconvert.verify(dir) is qconvert.api.verify
+    "sensitivity": "qconvert.sensitivity",
+    # subpackages that are callable: qconvert.verify(dir) is qconvert.api.verify (see qconvert.callable_package)
     "verify": "qconvert.verify",
     "Batches": "qconvert.io.batches",
     "Arrays": "qconvert.io.batches",
@@ -49,8 +49,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from qconvert import verify
-    from qconvert.api import build, calibrate, sensitivity
+    from qconvert import sensitivity, verify
+    from qconvert.api import build, calibrate
     from qconvert.errors import BadInputError, GateFailedError, QConvertError
     from qconvert.io.batches import Arrays, Batches
     from qconvert.recipe.model import Recipe

@@ -15,6 +15,7 @@ from typing import Any
 
 from qconvert.verify.gates import GateCheck
 from qconvert.verify.metrics import Comparison
+from qconvert.verify.output_parity import OutputResult
 
 __all__ = ["BuildReport", "Calibration", "GateVerdict", "LatencyFigures", "TargetReport"]
 
@@ -57,13 +58,16 @@ class TargetReport:
     size_bytes: int | None
     accuracy: float | None
     simulation_accuracy: float | None
-    #: The artifact against the torch simulation of the quantized model (max error in output steps, ``max_lsb_error``).
+    #: The artifact against the torch simulation of the quantized model (max error in output steps, ``max_lsb_error``),
+    #: for the output farthest from it.
     vs_simulation: Comparison | None
-    #: The artifact against the float model (SQNR, top-1 agreement).
+    #: The artifact against the float model (SQNR, top-1 agreement), for the first (primary) output.
     vs_float: Comparison | None
     tolerance_lsb: float
     latency: LatencyFigures | None
     notes: tuple[str, ...]
+    #: Every model output, named by its path in the model's output structure.
+    outputs: tuple[OutputResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def _target(out: Path, name: str, t: Mapping[str, Any]) -> TargetReport:
         tolerance_lsb=float(t["tolerance_lsb"]),
         latency=latency,
         notes=tuple(t.get("notes") or ()),
+        outputs=tuple(OutputResult(o["name"], o["output_scale"], o["parity_step"], _comparison(o["vs_simulation"]),  # type: ignore[arg-type]
+                                   _comparison(o["vs_float"])) for o in t.get("outputs") or ()),  # type: ignore[arg-type]
     )
 
 

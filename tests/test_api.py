@@ -90,6 +90,7 @@ def _check_equal(result: qconvert.BuildReport, cli: dict, targets: set[str]) -> 
         assert t.vs_simulation is not None and t.vs_float is not None
         assert t.vs_simulation.to_json() == c["vs_simulation"]
         assert t.vs_float.to_json() == c["vs_float"]
+        assert [o.to_json() for o in t.outputs] == c["outputs"] and len(t.outputs) == 1
         # (size_bytes may differ: exporters record the Python stack of each op, and the call paths differ)
         assert t.tolerance_lsb == c["tolerance_lsb"] and t.runtime == c["runtime"]
     assert result.gates.passed == cli["gates"]["passed"]
@@ -249,3 +250,10 @@ def test_a_dataloaders_size_is_its_samplers() -> None:
     ds = StreamedDataset(Batches(every_other), ("x",))
     assert ds.size == 50 == sum(len(b.inputs[0]) for b in ds.batches(64))
     assert StreamedDataset(Batches(DataLoader(TensorDataset(x), batch_size=16, drop_last=True)), ("x",)).size == 96
+
+
+def test_api_names_stay_callable_after_their_subpackages_are_imported() -> None:
+    import qconvert.sensitivity.run  # importing a subpackage rebinds qconvert.<name> to it
+    import qconvert.verify.ondevice
+
+    assert callable(qconvert.sensitivity) and callable(qconvert.verify)
