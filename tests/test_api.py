@@ -257,3 +257,32 @@ def test_api_names_stay_callable_after_their_subpackages_are_imported() -> None:
     import qconvert.verify.ondevice
 
     assert callable(qconvert.sensitivity) and callable(qconvert.verify)
+
+
+@pytest.mark.slow
+def test_calibration_memory_does_not_grow_with_samples(trained: tuple[TinyNet, Path]) -> None:
+    import tracemalloc
+
+    class Source:
+        """Random digits-shaped batches made on demand, 50 at a time."""
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            rng = np.random.default_rng(0)
+            for i in range(0, self.n, 50):
+                yield torch.from_numpy(rng.random((min(50, self.n - i), 1, 16, 16), dtype=np.float32))
+
+    def peak(n: int) -> int:
+        recipe = {"calibration": {"method": "minmax", "num_samples": n, "batch_size": 64}}
+        tracemalloc.start()
+        try:
+            assert qconvert.calibrate(trained[0], recipe, Source(n)).samples == n
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(100)  # imports and caches
+    small, large = peak(200), peak(2000)  # the samples alone: 0.2 MB and 2 MB
+    assert large < small + 2**20 // 2, (small, large)
