@@ -9,78 +9,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import numpy_helper
 from qconvert_onnx import OnnxTarget
 from qconvert_onnx.intermediates import expose
 from qconvert_onnx.latency import count_int8_nodes
-from torch import nn
 
 from qconvert.errors import EXIT_GATE_FAILED, GateFailedError
-from qconvert.pipeline import BuildRequest, BuildResult, build
+from qconvert.pipeline import BuildResult
 from qconvert.targets.base import Artifact, TargetOptions
-from qconvert.targets.registry import TargetRegistry
-
-BLOCKS = 12
-RECIPE = """version: 1
-activations: {mode: asym_u}
-calibration: {num_samples: 128, batch_size: 32}
-"""
-
-
-class _Block(nn.Module):
-    # x -> dw3x3 -> BN -> ReLU6 -> pw1x1 -> BN -> (+ x)
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.dw = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU6())
-        self.pw = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pw(self.dw(x))
-
-
-class DeepDwResNet(nn.Module):
-    """stem conv -> 12 depthwise-separable residual blocks -> 1x1 conv head (per-pixel classes, as a
-    segmentation net): 40 requantizations deep, and no pooling to average rounding differences away."""
-
-    def __init__(self, c: int = 16) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
-        self.blocks = nn.Sequential(*(_Block(c) for _ in range(BLOCKS)))
-        self.head = nn.Conv2d(c, 5, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
-
-
-def deep_net() -> nn.Module:
-    torch.manual_seed(0)
-    model = DeepDwResNet()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):  # non-trivial folded BN, as a trained net has
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-    return model.eval()
+from qconvert.testing.deep import BLOCKS, build_deep, deep_data
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("deep")
-    rng = np.random.default_rng(0)
-    np.savez(d / "calib.npz", x=rng.standard_normal((128, 3, 16, 16), dtype=np.float32))
-    np.savez(d / "eval.npz", x=rng.standard_normal((128, 3, 16, 16), dtype=np.float32))
-    (d / "recipe.yaml").write_text(RECIPE)
-    return {"calib": d / "calib.npz", "eval": d / "eval.npz", "recipe": d / "recipe.yaml", "dir": d}
+    return deep_data(tmp_path_factory.mktemp("deep"))
 
 
 def _build(data: dict[str, Path], target: OnnxTarget, out: str) -> BuildResult:
-    registry = TargetRegistry(autoload=False)
-    registry.register(target)
-    req = BuildRequest(model=f"{__file__}:deep_net", recipe=data["recipe"], calib_data=data["calib"], out=data["dir"] / out,
-                       targets=("onnx",), eval_data=data["eval"], latency=False)
-    return build(req, registry)
+    return build_deep(data, target, out)
 
 
 def _consumers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets.intermediates import Intermediates
 
 __all__ = ["TFLiteOptions", "TFLiteTarget"]
 
@@ -62,14 +63,26 @@ class TFLiteTarget(Target):
 
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
         from qconvert_tflite.export import export_tflite
+        from qconvert_tflite.intermediates import map_quantized_tensors
 
         assert isinstance(options, TFLiteOptions)
-        return export_tflite(qmodel, out_dir, options, self.name)
+        artifact = export_tflite(qmodel, out_dir, options, self.name)
+        # simulation quantize node -> .tflite tensor, for per-layer parity (qconvert_tflite.intermediates)
+        artifact.extra["quantized_tensors"] = map_quantized_tensors(artifact.path, qmodel, options.batch)
+        return artifact
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         from qconvert_tflite.runtime import run_tflite
 
         return run_tflite(artifact.path, [inputs[n] for n in artifact.input_names])
+
+    def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
+        from qconvert_tflite.intermediates import run_with_intermediates
+
+        mapping = artifact.extra.get("quantized_tensors")
+        if mapping is None:
+            return None
+        return run_with_intermediates(artifact.path, [inputs[n] for n in artifact.input_names], mapping)
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -77,10 +78,16 @@ def _no_fd2() -> Iterator[None]:
             os.close(saved)
 
 
-def load(path: Path, num_threads: int | None = None) -> _Loaded:
-    """An interpreter with tensors allocated, and its inputs/outputs in graph order."""
-    with _no_fd2():
-        it = interpreter_class()(model_path=str(path), num_threads=num_threads)
+def load(path: Path, num_threads: int | None = None, preserve_all_tensors: bool = False) -> _Loaded:
+    """An interpreter with tensors allocated, and its inputs/outputs in graph order.
+
+    ``preserve_all_tensors`` keeps every intermediate tensor readable after ``invoke``
+    (same kernels and delegate; more memory), for per-layer parity.
+    """
+    with _no_fd2(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LiteRT warns that preserving tensors is for debugging
+        it = interpreter_class()(model_path=str(path), num_threads=num_threads,
+                                 experimental_preserve_all_tensors=preserve_all_tensors)
         it.allocate_tensors()
     runner = it.get_signature_runner()
     return _Loaded(it, _edges(runner.get_input_details()), _edges(runner.get_output_details()))
