@@ -68,6 +68,11 @@ class TargetReport:
     notes: tuple[str, ...]
     #: Every model output, named by its path in the model's output structure.
     outputs: tuple[OutputResult, ...] = ()
+    #: Per-layer parity where the runtime exposes its quantized tensors (None: end to end only):
+    #: the worst layer in steps (None also when a tensor is missing or on another grid), and the
+    #: first layer that diverges, as one line (None when none does).
+    layer_parity_lsb: float | None = None
+    first_divergence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ def _target(out: Path, name: str, t: Mapping[str, Any]) -> TargetReport:
         notes=tuple(t.get("notes") or ()),
         outputs=tuple(OutputResult(o["name"], o["output_scale"], o["parity_step"], _comparison(o["vs_simulation"]),  # type: ignore[arg-type]
                                    _comparison(o["vs_float"])) for o in t.get("outputs") or ()),  # type: ignore[arg-type]
+        layer_parity_lsb=(t.get("layer_parity") or {}).get("max_lsb_error"),
+        first_divergence=((t.get("layer_parity") or {}).get("first_divergence") or {}).get("text"),
     )
 
 

@@ -20,8 +20,8 @@ GateMetric = Literal["parity_lsb", "layer_parity_lsb", "accuracy_drop_pp", "sqnr
 
 #: Where per-layer parity was measured, the end-to-end difference may grow with depth: up to this
 #: many per-layer tolerances per square root of the requantizations on the longest path, and never
-#: less than one. Measured (README "Parity at depth"): the largest end-to-end/sqrt(depth) seen on
-#: the deep networks run here was 0.49 (MobileNetV2, 66 requantizations, 4 steps).
+#: less than one. Measured (README "Parity at depth", ``python -m bench parity_depth``): the largest
+#: end-to-end/sqrt(depth) seen on the deep networks run here was 0.64 (4 steps at depth 39).
 E2E_STEPS_PER_SQRT_DEPTH = 1.0
 
 
