@@ -59,6 +59,8 @@ class QConvertQuantizer(Quantizer):
                 continue
             if self.policy.excluded(module_of(node)):
                 continue
+            if kind != OpKind.WEIGHTED and not self.policy.quantizes("activations"):
+                continue  # weight-only: activations stay float everywhere
             if kind == OpKind.WEIGHTED:
                 self._annotate_weighted(node)
             elif kind == OpKind.BINARY and self.placement.elementwise == "residual_add":
@@ -118,16 +120,18 @@ class QConvertQuantizer(Quantizer):
         if not (is_float_tensor(x) and isinstance(w, Node)):
             return
         module = module_of(node)
-        act = self._qspec_for(x)
-        wq = self.policy.weight(f"{module or node.name}.weight", module, ch_axis=0, depthwise=_is_depthwise(node))
-        self.decisions[wq.key] = wq
-        wspec = self.make_spec(wq)
-        inputs: dict[Node, Any] = {x: act, w: wspec}
+        acts, weights = self.policy.quantizes("activations"), self.policy.quantizes("weights")
+        inputs: dict[Node, Any] = {x: self._qspec_for(x)} if acts else {}
+        if weights:
+            wq = self.policy.weight(f"{module or node.name}.weight", module, ch_axis=0, depthwise=_is_depthwise(node))
+            self.decisions[wq.key] = wq
+            inputs[w] = self.make_spec(wq)
         bias = node.args[2] if len(node.args) > 2 else None
-        if self.quantize_bias and isinstance(bias, Node):
+        if acts and weights and self.quantize_bias and isinstance(bias, Node):  # an int32 bias needs both scales
             inputs[bias] = _bias_spec(x, w, node, wq)
         self._set(node, inputs, None)
-        self._annotate_output(node)
+        if acts:
+            self._annotate_output(node)
 
     def _annotate_multi_input(self, node: Node, args: list[Any]) -> None:
         tensors = [a for a in args if isinstance(a, Node)]

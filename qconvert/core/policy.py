@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from qconvert.core.plan import TensorQuant
 from qconvert.errors import ConstraintError, RecipeError, did_you_mean
@@ -74,6 +75,19 @@ class QuantPolicy:
             scheme = scheme.model_copy(update={"granularity": "per_channel"})
         method = (o.weight_method if o and o.weight_method else None) or self.recipe.weight_method
         return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise, narrow=self.recipe.narrow_weights))
+
+    def quantizes(self, what: Literal["weights", "activations"]) -> bool:
+        """Whether static quantization covers ``what`` (recipe ``quantize_only``); calibration observes both."""
+        only = self.recipe.quantize_only
+        return self.constraints is None or only is None or only == what
+
+    def check_partial(self) -> None:
+        """Refuse a weight-only or activation-only recipe on a target that cannot run it (ConstraintError)."""
+        only = self.recipe.quantize_only
+        if only is None or self.constraints is None or only in self.constraints.partial_schemes:
+            return
+        raise ConstraintError(f"target '{self.target}': {only}-only quantization (recipe quantize_only: {only}) is not supported: "
+                              f"{self.constraints.partial_refusal}; quantize both, or build for a target that runs it (onnx, pytorch)")
 
     def requantize(self, module: str) -> Requantize | None:
         """The fixed-point requantization of ``module`` (an override's wins over the recipe's)."""

@@ -167,6 +167,7 @@ def quantize(
             f"this model {captured.fingerprint}); re-run 'qconvert calibrate' for this model"
         )
     policy = QuantPolicy(recipe, constraints or QuantConstraints(), target)
+    policy.check_partial()
     prepared, quantizer = _prepare(captured, policy, placement)
     observers = _observers(prepared)
     for obs in observers:

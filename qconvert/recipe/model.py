@@ -255,6 +255,12 @@ class Recipe(_Frozen):
         None, description="When gates fail with plain PTQ, keep the most sensitive layers at higher precision until they pass."
     )
     qat: QATConfig = Field(QATConfig(), description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
+    quantize_only: Literal["weights", "activations"] | None = Field(
+        None,
+        description="Static quantization of one kind of tensor only: 'weights' (weight-only: integer weights behind a "
+        "dequantize, float activations; Distiller's --qe-bits-acts 0) or 'activations' (float weights; --qe-bits-wts 0). "
+        "'weights: null' / 'activations: null' say the same. Targets that cannot run it refuse with one line.",
+    )
     requantize: Requantize | None = Field(
         None, description="Approximate every conv/linear requantization ratio by an integer multiplier and a shift; null: exact float ratios."
     )
@@ -273,6 +279,22 @@ class Recipe(_Frozen):
         "partial sum of every layer in the simulation; a layer that needs more bits fails the build (exit 3), named in the report. "
         "null: not checked.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_scheme_means_quantize_only(cls, data: Any) -> Any:
+        # 'activations: null' is weight-only, 'weights: null' activation-only (sugar for quantize_only)
+        if not isinstance(data, dict):
+            return data
+        nulls = [k for k in ("weights", "activations") if k in data and data[k] is None]
+        if len(nulls) == 2:
+            raise ValueError("weights and activations cannot both be null: nothing would be quantized")
+        if nulls:
+            only = "activations" if nulls[0] == "weights" else "weights"
+            if data.get("quantize_only") not in (None, only):
+                raise ValueError(f"{nulls[0]}: null contradicts quantize_only: {data['quantize_only']}")
+            data = {k: v for k, v in data.items() if k != nulls[0]} | {"quantize_only": only}
+        return data
 
     @field_validator("optimize_for", mode="before")
     @classmethod

@@ -53,6 +53,10 @@ class QuantConstraints:
     activation_mode_equivalents: tuple[tuple[Mode, Mode], ...] = ()
     #: Symmetric weights must leave the most negative code unused ([-127, 127] for 8 bits).
     narrow_weights: bool = False
+    #: Which partial static schemes (recipe ``quantize_only``) the target runs: "weights" (weight-only)
+    #: and/or "activations" (the Q/DQ simulation runs both); others are refused with ``partial_refusal``.
+    partial_schemes: frozenset[Literal["weights", "activations"]] = frozenset({"weights", "activations"})
+    partial_refusal: str = ""
     #: Modes allowed for activations wider than 8 bits, where they differ from ``activation_modes``
     #: (TFLite's 16x8 kernels take int16 activations with zero point 0 only: ``{"sym"}``).
     wide_activation_modes: frozenset[Mode] | None = None

@@ -11,6 +11,7 @@ tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from qconvert.core.plan import TensorQuant
 from qconvert.recipe.model import Mode
@@ -43,6 +44,9 @@ class TensorRTConstraints(QuantConstraints):
     weight_modes: frozenset[Mode] = frozenset({"sym"})
     max_activation_bits: int = 8
     max_weight_bits: int = 8
+    partial_schemes: frozenset[Literal["weights", "activations"]] = frozenset()
+    partial_refusal: str = ("TensorRT's int8 conv/GEMM kernels take int8 inputs and int8 weights together "
+                            "(explicit quantization); a partial scheme would run in float")
     narrow_weights: bool = True
 
     def check(self, tq: TensorQuant) -> list[Violation]:

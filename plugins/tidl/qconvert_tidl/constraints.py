@@ -32,6 +32,8 @@ def tidl_constraints(options: TidlOptions) -> QuantConstraints:
         unsigned_nonnegative=True,
         narrow_weights=True,
         notes=("power-of-two symmetric scales; unsigned feature maps where the range is non-negative",),
+        partial_schemes=frozenset(),
+        partial_refusal="TIDL quantizes weights and feature maps together (one tensor_bits for both)",
     )
 
 

@@ -51,7 +51,8 @@ class TvmTarget(Target):
 
         # The artifact is built from the ONNX QDQ export, so the ONNX target's limits apply; 16-bit Q/DQ
         # (opset 21) has not been run through TVM's ONNX frontend here, so it stays at 8 bits.
-        return replace(OnnxTarget().constraints(OnnxTarget.Options()), max_activation_bits=8, max_weight_bits=8)
+        return replace(OnnxTarget().constraints(OnnxTarget.Options()), max_activation_bits=8, max_weight_bits=8,
+                       partial_schemes=frozenset(), partial_refusal="not run through TVM's ONNX frontend here")
 
     def fast_types(self, options: TargetOptions) -> FastTypes:
         from qconvert_onnx import onnxruntime_fast_types
