@@ -63,6 +63,7 @@ def test_onnx_weight_only_dequantizes_weights_only_and_matches_its_simulation(tm
     assert float(np.mean(out.argmax(1) == ref.argmax(1))) >= 0.98
 
 
+@pytest.mark.slow
 def test_pytorch_weight_only_and_activation_only_run(tmp_path: Path) -> None:
     for only in ("weights", "activations"):
         d = tmp_path / only
@@ -86,6 +87,7 @@ def test_targets_that_cannot_run_it_refuse_in_one_line(tmp_path: Path, only: str
     assert not (tmp_path / "OUT").exists()
 
 
+@pytest.mark.slow
 def test_tflite_weight_only_keeps_int8_weights_behind_dequantize(tmp_path: Path) -> None:
     from qconvert_tflite import TFLiteTarget
 
