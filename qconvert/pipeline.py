@@ -29,7 +29,7 @@ from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError, did_you_mean
-from qconvert.imports.grid import check_covered, grid_changes
+from qconvert.imports.grid import grid_changes, target_stats
 from qconvert.imports.registry import Importer, detect
 from qconvert.imports.session import import_for_build
 from qconvert.imports.session import open_model as open_model_ref
@@ -268,7 +268,9 @@ def _session(req: BuildRequest) -> Session:
 
 
 def _imported_session(req: BuildRequest, importer: Importer, model: torch.nn.Module) -> Session:
-    recipe, recipe_path = open_recipe(req.recipe) if req.recipe is not None else (Recipe(), Path(f"(recipe imported from {importer.name})"))
+    # without --recipe each target represents the source's grids in its own form (adapt); the report names every change
+    recipe, recipe_path = open_recipe(req.recipe) if req.recipe is not None else (Recipe(on_unsupported="adapt"),
+                                                                                  Path(f"(recipe imported from {importer.name})"))
     names = data_names(model, req.eval_data)
     data = open_data(req.eval_data, names, recipe.preprocess) if req.eval_data is not None else None
     example = _example_inputs(recipe, req.input_shape, data, names)
@@ -321,8 +323,8 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     constraints = target.constraints(options)
     choice = choose(session.recipe, target.name, target.fast_types(options), constraints, target.placement(options))
     placement = choice.placement
-    if session.learned is not None:
-        check_covered(session.learned, session.captured, choice.recipe, constraints, target.name, placement)
+    if session.learned is not None:  # imported grids: this target's ranges for them, or a refusal naming the tensor
+        stats = target_stats(session.learned, session.captured, choice.recipe, constraints, target.name, placement)
     learned_weights = session.learned.weights if session.learned else None
 
     def requantize(r: Recipe, c: Any) -> QuantizedModel:
@@ -346,7 +348,7 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
     }
     if session.learned is not None and session.learned.imported is not None:
-        changes = grid_changes(session.learned, qmodel)
+        changes = grid_changes(session.learned, stats, qmodel)
         entry["notes"] += [c.line() for c in changes]
         entry["imported_grid"] = {"tool": session.learned.imported.tool, "tensors": len(session.learned.imported.tensors),
                                   "changed": [c.to_json() for c in changes], "notes": list(session.learned.imported.notes)}

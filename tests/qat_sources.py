@@ -165,3 +165,80 @@ def legacy_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             k = k.replace(f".{q}_quantizer.", f"._{q}_quantizer.")
         out[k] = v
     return out
+
+
+# -- Brevitas ------------------------------------------------------------------------------------
+
+class BrevitasDigits(nn.Module):
+    """The digits CNN in Brevitas layers: per-channel int8 weights, uint8 ReLU outputs, int8 identity
+    quantizers on the input, before the residual add and the classifier (``pot``: power-of-two scales)."""
+
+    def __init__(self, pot: bool = False) -> None:
+        super().__init__()
+        import brevitas.nn as qnn
+        from brevitas import quant
+
+        wq = quant.Int8WeightPerTensorFixedPoint if pot else quant.Int8WeightPerChannelFloat
+        aq = quant.Int8ActPerTensorFixedPoint if pot else quant.Int8ActPerTensorFloat
+        uq = quant.Uint8ActPerTensorFixedPoint if pot else quant.Uint8ActPerTensorFloat
+        src = float_digits()
+
+        def conv(m: nn.Conv2d, bn: nn.BatchNorm2d) -> list[nn.Module]:
+            # power-of-two (TIDL) flows merge BatchNorm before QAT, so the trained weight grid is the deployed one
+            c = qnn.QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                                groups=m.groups, bias=pot, weight_quant=wq)
+            if not pot:
+                c.weight.data.copy_(m.weight.data)
+                return [c, bn]
+            w, b = torch.nn.utils.fusion.fuse_conv_bn_weights(m.weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            c.weight.data.copy_(w.data)
+            c.bias.data.copy_(b.data)
+            return [c]
+
+        def block(seq: nn.Sequential, relu: bool = True) -> nn.Sequential:
+            tail = [qnn.QuantReLU(act_quant=uq)] if relu else [qnn.QuantIdentity(act_quant=aq)]
+            return nn.Sequential(*conv(seq[0], seq[1]), *tail)
+
+        self.quant_in = qnn.QuantIdentity(act_quant=aq)
+        self.stem, self.block_conv1 = block(src.stem), block(src.block_conv1)
+        self.block_conv2 = block(src.block_conv2, relu=False)
+        self.block_relu = qnn.QuantReLU(act_quant=uq)
+        self.dw, self.pw = block(src.dw), block(src.pw)
+        self.pool = src.pool
+        self.quant_pool = qnn.QuantIdentity(act_quant=uq)
+        self.fc = qnn.QuantLinear(src.fc.in_features, src.fc.out_features, bias=True, weight_quant=wq)
+        self.fc.weight.data.copy_(src.fc.weight.data)
+        self.fc.bias.data.copy_(src.fc.bias.data)
+        self.quant_out = qnn.QuantIdentity(act_quant=aq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(self.quant_in(x))
+        x = self.block_relu(self.block_conv2(self.block_conv1(x)) + x)
+        x = self.pw(self.dw(x))
+        return self.quant_out(self.fc(torch.flatten(self.quant_pool(self.pool(x)), 1)))
+
+
+def brevitas_prepared() -> nn.Module:
+    return BrevitasDigits()
+
+
+def brevitas_pot_prepared() -> nn.Module:
+    return BrevitasDigits(pot=True)
+
+
+def float_twin_of(prepared: nn.Module) -> nn.Module:
+    """The float network a torch.ao QAT model trains (BatchNorm folded as its eval forward folds it,
+    fake quantizers removed), for a re-calibrated build of the same weights."""
+    from qconvert.imports import torch_ao
+    from qconvert.imports.tap import Tap
+
+    twin = torch_ao.open_source(prepared).tapped
+    for _, parent in list(twin.named_modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, Tap):
+                setattr(parent, name, nn.Identity())
+    return twin
+
+
+def fx_float_twin() -> nn.Module:
+    return float_twin_of(fx_prepared())

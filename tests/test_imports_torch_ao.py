@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from imports_helpers import TARGETS, assert_artifact_matches_source, build, report, source_outputs
-from qat_sources import eager_prepared, fx_prepared, held_out, train
+from qat_sources import eager_prepared, float_twin_of, fx_prepared, held_out, train
 
 from qconvert.core import observer as observer_module
 from qconvert.imports import torch_ao
@@ -102,3 +102,38 @@ def test_fx_qat_every_target(fx: dict, target: str, tmp_path: Path) -> None:
     entry = report(out)["targets"][target]
     if entry["executed"]:
         assert_artifact_matches_source(out, target, fx["expected"])
+
+
+def test_a_deliberately_odd_trained_scale_survives_where_recalibration_would_change_it(fx: dict, tmp_path: Path) -> None:
+    """block_conv1's output scale set to 3x what training gave: the imported artifact keeps it (and
+    matches the source model, which runs with it); a re-calibrated build picks its own scale."""
+    import json
+
+    state = torch.load(fx["weights"], weights_only=True)
+    trained = float(state["activation_post_process_2.scale"])
+    state["activation_post_process_2.scale"] = state["activation_post_process_2.scale"] * 3
+    torch.save(state, tmp_path / "odd.pt")
+    model = fx_prepared()
+    model.load_state_dict(state)
+    model.apply(torch.ao.quantization.disable_observer)
+    expected = source_outputs(model.eval())
+
+    code, text = build("tests/qat_sources.py:fx_prepared", tmp_path / "imported", ("onnx",), "--weights", str(tmp_path / "odd.pt"))
+    assert code == 0, text
+    q = {e["key"]: e for e in json.loads((tmp_path / "imported" / "onnx" / "manifest.json").read_text())["quantization"]}
+    assert q["relu_1"]["scale_max"] == pytest.approx(3 * trained, rel=1e-6)
+    assert report(tmp_path / "imported")["targets"]["onnx"]["vs_float"]["top1_agreement"] >= 0.99
+
+    # the same float network, re-calibrated on the training data: its own (natural) scale for that tensor
+    recal = tmp_path / "recal.yaml"
+    recal.write_text("version: 1\nactivations: {bits: 7, mode: asym_u}\n")
+    torch.save(float_twin_of(model).state_dict(), tmp_path / "twin.pt")
+    code, text = build("tests/qat_sources.py:fx_float_twin", tmp_path / "recal", ("onnx",), "--weights", str(tmp_path / "twin.pt"),
+                       "--recipe", str(recal), "--calib-data", "samples/digits/calib.npz")
+    assert code == 0, text
+    r = {e["key"]: e for e in json.loads((tmp_path / "recal" / "onnx" / "manifest.json").read_text())["quantization"]}
+    assert abs(r["relu_1"]["scale_max"] / (3 * trained) - 1) > 0.3
+    x, _ = held_out()
+    (got,) = ort.InferenceSession(str(tmp_path / "recal" / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    imported_err = report(tmp_path / "imported")["targets"]["onnx"]["vs_float"]["max_abs_error"]
+    assert np.abs(got - expected).max() > 2 * imported_err  # the re-calibrated artifact is not the trained model

@@ -146,7 +146,7 @@ class QObserver(ObserverBase):
 
     def weight_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.learned_range is not None:
-            return self.learned_range
+            return self._learned_at_granularity(*self.learned_range)
         if self.weight is None:
             raise RuntimeError(f"weight observer '{self.spec.key}' never saw its weight")
         w = self.weight.float()
@@ -158,6 +158,16 @@ class QObserver(ObserverBase):
         else:
             lo, hi = rows.amin(dim=1), rows.amax(dim=1)
         return (lo, hi) if self.spec.per_channel else (lo.reshape(()), hi.reshape(()))
+
+    def _learned_at_granularity(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A learned range at this observer's granularity: one range for every channel, or the
+        channels' union for a per-tensor scheme (a variant that changes granularity, e.g. TIDL's)."""
+        if self.spec.per_channel and lo.dim() == 0 and self.weight is not None:
+            n = self.weight.shape[self.ch_axis]
+            return lo.expand(n).clone(), hi.expand(n).clone()
+        if not self.spec.per_channel and lo.dim() > 0:
+            return lo.min().reshape(()), hi.max().reshape(())
+        return lo, hi
 
     @torch.no_grad()
     def calculate_qparams(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,6 @@ report names every tensor whose grid changed and by how much.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -17,14 +16,17 @@ from qconvert.core.capture import Captured
 from qconvert.core.observer import QObserver
 from qconvert.core.policy import QuantPolicy
 from qconvert.core.quantize import QuantizedModel
+from qconvert.core.stats import StatsSet
 from qconvert.errors import ConstraintError
+from qconvert.imports.annotatable import annotatable
+from qconvert.imports.ranges import grid_range
 from qconvert.imports.types import Grid
-from qconvert.qat.build import LearnedRanges
+from qconvert.qat.build import LearnedRanges, range_stats
 from qconvert.recipe.model import Recipe
 from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.placement import Placement
 
-__all__ = ["GridChange", "check_covered", "grid_changes"]
+__all__ = ["GridChange", "grid_changes", "target_stats"]
 
 
 @dataclass(frozen=True)
@@ -47,21 +49,34 @@ class GridChange:
                 "was": self.was, "now": self.now}
 
 
-def check_covered(learned: LearnedRanges, captured: Captured, recipe: Recipe, constraints: QuantConstraints, target: str,
-                  placement: Placement) -> None:
-    """Refuse, naming the tensor, a target that quantizes a tensor the source left without a grid
-    (an imported build calibrates nothing, so there is no range to give it)."""
+def target_stats(learned: LearnedRanges, captured: Captured, recipe: Recipe, constraints: QuantConstraints, target: str,
+                 placement: Placement) -> StatsSet:
+    """The imported ranges as this target's observers need them, after checking coverage.
+
+    Each activation gets the interval that gives back its grid under the scheme this target
+    quantizes it with (symmetric: +-127 s; affine: [(qmin - zp) s, (qmax - zp) s]). A target that
+    quantizes a tensor the source left without a grid is refused, naming the tensor: an imported
+    build calibrates nothing, so there is no range to give it.
+    """
     if learned.imported is None:
-        return
+        return learned.stats
     quantizer = QConvertQuantizer(QuantPolicy(recipe, constraints, target), placement=placement)
-    quantizer.annotate(copy.deepcopy(captured.graph))
+    quantizer.annotate(annotatable(captured.graph))
+    grids = learned.imported.activations()
+    tensors = dict(learned.stats.tensors)
     for key, tq in quantizer.decisions.items():
-        if tq.role == "activation" and not tq.dynamic and tq.fixed_range is None and key not in learned.stats.tensors:
+        if tq.role != "activation" or tq.dynamic or tq.fixed_range is not None:
+            continue
+        if key not in tensors:
             raise ConstraintError(
                 f"target '{target}': tensor '{key}' (layer '{tq.module or '<input>'}') is quantized on this target, but the "
                 f"{learned.imported.tool} model has no quantizer there and an imported build calibrates nothing; "
                 "quantize that tensor in the source model, or build a target whose placement it matches"
             )
+        if key in grids:
+            lo, hi = grid_range(grids[key].grid, affine=tq.scheme.mode != "sym")
+            tensors[key] = range_stats(key, tq.module, float(lo.reshape(-1)[0]), float(hi.reshape(-1)[0]), recipe.calibration.bins)
+    return StatsSet(learned.stats.fingerprint, tensors)
 
 
 def _describe(scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> str:
@@ -76,7 +91,7 @@ def _grid_tensors(g: Grid) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(g.scale, dtype=torch.float64), torch.tensor(g.zero_point, dtype=torch.int64)
 
 
-def grid_changes(learned: LearnedRanges, qmodel: QuantizedModel) -> list[GridChange]:
+def grid_changes(learned: LearnedRanges, stats: StatsSet, qmodel: QuantizedModel) -> list[GridChange]:
     """Every imported tensor whose grid on this target differs from the source's."""
     if learned.imported is None:
         return []
@@ -90,7 +105,7 @@ def grid_changes(learned: LearnedRanges, qmodel: QuantizedModel) -> list[GridCha
         if tq.role == "weight":
             obs.learned_range = learned.weights[key]
         else:
-            obs.load_stats(learned.stats.tensors[key])
+            obs.load_stats(stats.tensors[key])
         scale, zp = obs.calculate_qparams()
         s0, z0 = _grid_tensors(src.grid)
         scale = scale.double().reshape(-1)

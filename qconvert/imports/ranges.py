@@ -9,7 +9,6 @@ its own grid from the same interval (and ``qconvert.imports.grid`` reports the c
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from qconvert.core.capture import Captured
 from qconvert.core.graph import OpKind, module_of, op_kind
 from qconvert.core.policy import QuantPolicy
 from qconvert.core.stats import StatsSet
+from qconvert.imports.annotatable import annotatable
 from qconvert.imports.types import Grid, ImportedQuant, ImportedTensor
 from qconvert.qat.build import LearnedRanges, range_stats
 from qconvert.recipe.model import LayerOverride, QScheme, Recipe
@@ -44,10 +44,14 @@ class ImportPlan:
     learned: LearnedRanges
 
 
-def grid_range(grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
-    """The interval a grid covers, per channel where it is (see the module docstring)."""
+def grid_range(grid: Grid, affine: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The interval a grid covers, per channel where it is (see the module docstring).
+
+    ``affine``: the interval for an affine (asym) scheme even where the grid is symmetric, which
+    gives back the symmetric grid exactly ([-128 s, 127 s] is codes -128..127 at scale s, zero point 0).
+    """
     s = torch.tensor(grid.scale, dtype=torch.float64)
-    if grid.symmetric:
+    if grid.symmetric and not affine:
         half = float(min(-grid.qmin, grid.qmax))
         return -half * s, half * s
     zp = torch.tensor(grid.zero_point, dtype=torch.float64)
@@ -67,8 +71,9 @@ def plan_import(imported: ImportedQuant, captured: Captured, base: Recipe) -> Im
         notes.append(f"tensor '{key}' has no quantizer in the source: it takes the grid of '{via}' (same values)")
     bins = recipe.calibration.bins
     stats = {}
+    affine = recipe.activations.mode != "sym"
     for key, t in acts.items():
-        lo, hi = grid_range(t.grid)
+        lo, hi = grid_range(t.grid, affine=affine)
         stats[key] = range_stats(key, t.module, float(lo.reshape(-1)[0]), float(hi.reshape(-1)[0]), bins)
     weights = {}
     for key, t in imported.weights().items():
@@ -126,11 +131,21 @@ def _most_common(grids: list[Grid], fallback: QScheme) -> QScheme:
     return Counter(g.scheme() for g in grids).most_common(1)[0][0]
 
 
+def _activation_scheme(grids: list[Grid], fallback: QScheme) -> QScheme:
+    """One scheme whose grids include every imported one: the common scheme, or for mixed
+    symmetric/unsigned grids the affine signed one (which holds both exactly)."""
+    schemes = {g.scheme() for g in grids}
+    if len(schemes) <= 1:
+        return schemes.pop() if schemes else fallback
+    return QScheme(bits=max(s.bits for s in schemes), mode="asym_s" if any(g.qmin < 0 for g in grids) else "asym_u",
+                   granularity="per_tensor", power_of_two=all(s.power_of_two for s in schemes))
+
+
 def _recipe(imported: ImportedQuant, base: Recipe, gm: GraphModule) -> Recipe:
     """The base recipe with the source's schemes (the most common ones, per-layer overrides
     for the rest), weights of layers the source left float excluded, and ranges read as min/max."""
     acts, weights = imported.activations(), imported.weights()
-    act_scheme = _most_common([t.grid for t in acts.values()], base.activations)
+    act_scheme = _activation_scheme([t.grid for t in acts.values()], base.activations)
     w_scheme = _most_common([t.grid for t in weights.values()], base.weights)
     overrides: dict[str, LayerOverride] = {}
     for t in weights.values():
@@ -151,7 +166,7 @@ def _recipe(imported: ImportedQuant, base: Recipe, gm: GraphModule) -> Recipe:
 def _candidates(captured: Captured, recipe: Recipe) -> set[str]:
     """Activation keys the default placement quantizes (no data: annotation only)."""
     quantizer = QConvertQuantizer(QuantPolicy(recipe))
-    quantizer.annotate(copy.deepcopy(captured.graph))
+    quantizer.annotate(annotatable(captured.graph))
     return {k for k, tq in quantizer.decisions.items() if tq.role == "activation"}
 
 

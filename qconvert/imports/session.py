@@ -7,7 +7,7 @@ turns the tool's grids into the ranges and recipe the build uses. Nothing is cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from torch.fx import GraphModule
 
 from qconvert.core.capture import Captured, forward_input_names, graph_fingerprint
 from qconvert.errors import BadInputError
+from qconvert.imports.annotatable import folded_names
 from qconvert.imports.ranges import plan_import
 from qconvert.imports.registry import Importer, detect
 from qconvert.imports.source import SourceModel, resolve
@@ -68,7 +69,8 @@ def import_for_build(importer: Importer, model: nn.Module, recipe: Recipe, examp
         captured = Captured(source.tapped, forward_input_names(source.tapped, len(example)), example, fp)
     else:
         captured, sites = capture_tapped(source.tapped, example)
-    imported = resolve(source, sites)
+    renamed = folded_names(captured.graph)
+    imported = resolve(source, [replace(s, key=renamed.get(s.key, s.key)) for s in sites])
     if not imported.tensors:
         raise BadInputError(f"the {importer.name} model has no enabled quantizer on any tensor the graph computes; nothing to import")
     plan = plan_import(imported, captured, recipe)

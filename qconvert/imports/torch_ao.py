@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.intrinsic import qat as nniqat
@@ -21,6 +20,7 @@ from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from qconvert.imports.source import SourceModel, TapBook
+from qconvert.imports.twin import TappedConv, TappedLinear
 from qconvert.imports.types import Grid
 
 __all__ = ["TOOL", "detect", "grid_of", "open_source"]
@@ -31,7 +31,8 @@ _LINEARS = (nn.Linear,)
 
 
 def detect(model: nn.Module) -> bool:
-    return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
+    """A model with an enabled fake quantizer (all disabled: it runs float, and is built as float)."""
+    return any(grid_of(m) is not None for m in model.modules() if isinstance(m, FakeQuantizeBase))
 
 
 def grid_of(fq: nn.Module | None) -> Grid | None:
@@ -91,37 +92,3 @@ def _tap_remaining(model: nn.Module, book: TapBook) -> None:
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
-
-
-class TappedConv(nn.Module):
-    """A float convolution (BatchNorm folded) with taps where the QAT module quantized."""
-
-    def __init__(self, m: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
-                 wtap: nn.Module | None, otap: nn.Module | None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.clone())
-        self.bias = nn.Parameter(bias.clone()) if bias is not None else None
-        self.stride, self.padding, self.dilation, self.groups = m.stride, m.padding, m.dilation, m.groups
-        self.dims = weight.dim() - 2
-        self.relu = relu
-        self.wtap = wtap or nn.Identity()
-        self.otap = otap or nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
-        y = conv(x, self.wtap(self.weight), self.bias, self.stride, self.padding, self.dilation, self.groups)
-        return self.otap(F.relu(y) if self.relu else y)
-
-
-class TappedLinear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, wtap: nn.Module | None, otap: nn.Module | None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.clone())
-        self.bias = nn.Parameter(bias.clone()) if bias is not None else None
-        self.relu = relu
-        self.wtap = wtap or nn.Identity()
-        self.otap = otap or nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.wtap(self.weight), self.bias)
-        return self.otap(F.relu(y) if self.relu else y)
