@@ -17,7 +17,7 @@ __all__ = ["BUILD_PHASES", "TARGET_PHASES", "Timings"]
 #: Phases of the whole build, in the order they run.
 BUILD_PHASES = ("capture", "calibration", "float_reference", "fallback_search", "layer_report", "total")
 #: Phases of one target, in the order they run.
-TARGET_PHASES = ("quantize", "emit", "runtime_run", "simulation", "golden", "latency", "extra_checks", "accumulators")
+TARGET_PHASES = ("quantize", "emit", "runtime_run", "simulation", "layer_parity", "golden", "latency", "extra_checks", "accumulators")
 
 
 @dataclass
