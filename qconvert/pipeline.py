@@ -29,6 +29,7 @@ from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError, did_you_mean
+from qconvert.imports.distiller import is_distiller_stats, read_distiller_stats
 from qconvert.imports.grid import grid_changes, target_stats
 from qconvert.imports.registry import Importer, detect
 from qconvert.imports.session import import_for_build
@@ -284,6 +285,8 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
         return session.learned.stats if shard.is_main else None
     if req.stats is not None:
         progress(f"statistics from {req.stats}")
+        if is_distiller_stats(req.stats):  # a Distiller --qe-stats-file
+            return read_distiller_stats(req.stats, session.captured, session.recipe) if shard.is_main else None
         return StatsSet.load(req.stats) if shard.is_main else None
     assert session.calib is not None
     c = session.recipe.calibration
