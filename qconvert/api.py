@@ -122,10 +122,13 @@ def calibrate(model: ModelSource | Path, recipe: RecipeSource, calib_data: Any, 
     """Collect calibration statistics once (``out``: a folder for ``build(stats=out)``)."""
     from qconvert.core.distributed import current_shard, gather_stats, shard_batches
     from qconvert.core.quantize import calibrate as run_calibrate
+    from qconvert.io.outdir import check_out_dir, staged_dir
     from qconvert.pipeline import _torch_batches, prepare_session
     from qconvert.results import Calibration
 
     shard = current_shard()
+    if out is not None:
+        check_out_dir(Path(out), "stats.json")
     source = as_data_source(calib_data, transform_fn, labels_fn, "calib_data")
     if source is None:
         raise BadInputError("calibrate needs calib_data")
@@ -138,7 +141,8 @@ def calibrate(model: ModelSource | Path, recipe: RecipeSource, calib_data: Any, 
     if stats is None:
         return Calibration(None, 0, 0)  # a secondary torchrun rank: its statistics went to rank 0
     if out is not None:
-        stats.save(Path(out))
+        with staged_dir(Path(out)) as tmp:  # a whole stats folder or none, also on Ctrl-C
+            stats.save(tmp)
     return Calibration(Path(out) if out is not None else None, len(stats.tensors), min(c.num_samples, s.calib.size))
 
 

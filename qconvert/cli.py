@@ -132,13 +132,16 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
     def go() -> None:
         from qconvert import api
         from qconvert.progress import reporting
+        from qconvert.quiet import captured
 
-        with reporting(_progress(quiet)) as progress:
+        with captured(), reporting(_progress(quiet)) as progress:  # third-party output -> OUT/build.log
             result = api.build(model, recipe, calib_data=calib_data, eval_data=eval_data, targets=targets, out=out, weights=weights,
                                input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress,
                                compare_precision=_widths(compare_precision))
         if result is None:  # a secondary torchrun rank
             return
+        for w in result.warnings:
+            click.echo(f"warning: {w}", err=True)
         click.echo(result.summary())
         click.echo(f"\nwrote {result.out}/ (report.md, report.json, report.html, stats/, {', '.join(result.targets)})")
         if result.fallback_recipe is not None:
@@ -162,9 +165,11 @@ def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, 
     def go() -> None:
         from qconvert import api
         from qconvert.core.distributed import current_shard
+        from qconvert.quiet import captured
 
         shard = current_shard()
-        result = api.calibrate(model, recipe, calib_data, out=out, weights=weights, input_shape=_shape(input_shape))
+        with captured():
+            result = api.calibrate(model, recipe, calib_data, out=out, weights=weights, input_shape=_shape(input_shape))
         if result.out is None:  # a secondary torchrun rank
             return
         ranks = f" from {shard.world} ranks" if shard.world > 1 else ""
@@ -239,19 +244,27 @@ def recipe_validate(file: Path) -> None:
 
     def go() -> None:
         from qconvert.recipe.load import load_recipe
+        from qconvert.recipe.plugins import check_recipe_targets
+        from qconvert.targets.registry import TargetRegistry
 
-        load_recipe(file)
-        click.echo(f"{file}: ok")
+        registry = TargetRegistry()
+        check_recipe_targets(load_recipe(file), file, registry)
+        click.echo(f"{file}: ok (target sections checked against: {', '.join(registry.names()) or 'no installed targets'})")
 
     _run(go)
 
 
 @recipe.command("schema")
 def recipe_schema() -> None:
-    """Print the recipe JSON Schema (committed as schemas/recipe.schema.json)."""
-    from qconvert.recipe.schema import recipe_json_schema_text
+    """Print the recipe JSON Schema with every installed target's options (committed as schemas/recipe.schema.json)."""
 
-    click.echo(recipe_json_schema_text(), nl=False)
+    def go() -> None:
+        from qconvert.recipe.schema import recipe_json_schema_text
+        from qconvert.targets.registry import TargetRegistry
+
+        click.echo(recipe_json_schema_text(TargetRegistry()), nl=False)
+
+    _run(go)
 
 
 @main.command()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,29 @@ from qconvert.core.outputs import flatten
 from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
-from qconvert.errors import DataError, RecipeError, TargetUnavailableError, did_you_mean
+from qconvert.errors import DataError, RecipeError, TargetUnavailableError
 from qconvert.imports.distiller import is_distiller_stats, read_distiller_stats
 from qconvert.imports.grid import grid_changes, target_stats
 from qconvert.imports.registry import Importer, detect
 from qconvert.imports.session import import_for_build
 from qconvert.imports.session import open_model as open_model_ref
 from qconvert.io.data import Dataset
+from qconvert.io.outdir import check_out_dir, staged_dir
 from qconvert.io.sources import DataSource, ModelSource, RecipeSource, data_names, model_label, open_data, open_model, open_recipe
 from qconvert.progress import track
 from qconvert.qat.build import LearnedRanges, open_for_build
 from qconvert.qat.checkpoint import is_checkpoint_ref
+from qconvert.quiet import save_log
 from qconvert.recipe.load import recipe_hash
 from qconvert.recipe.model import Recipe
+from qconvert.recipe.plugins import check_recipe_targets, gate_warnings
 from qconvert.sensitivity.fallback import run_fallback
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
 from qconvert.targets.speed import choose
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
+from qconvert.verify.effective import effective_schemes, file_sha256
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layer_parity import layer_parity
 from qconvert.verify.layerwise import layer_reports
@@ -89,6 +92,8 @@ class BuildResult:
     gate_failures: tuple[str, ...] = field(default=())
     #: True on a secondary torchrun rank, which only contributed statistics.
     secondary: bool = False
+    #: Things the user should know that did not stop the build (a target_gates entry for a target not built).
+    warnings: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -169,13 +174,17 @@ def _torch_batches(data: Dataset, batch_size: int, limit: int | None) -> Iterato
 
 def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lambda _: None) -> BuildResult:
     """Run a whole build; raises ``GateFailedError`` after OUT is written when a gate fails."""
+    check_out_dir(req.out, "report.json")
     targets = _resolve_targets(req, registry)
     timings, started = Timings(), time.perf_counter()
     with timings.phase("capture"):
         session = _session(req)
     recipe = session.recipe
-    options = {t.name: t.parse_options(recipe.targets.get(t.name), str(session.recipe_path)) for t in targets}
-    _check_optimize_for(recipe, registry, str(session.recipe_path))
+    sections = check_recipe_targets(recipe, session.recipe_path, registry)
+    options = {t.name: sections.options.get(t.name) or t.parse_options(None, str(session.recipe_path)) for t in targets}
+    warnings = gate_warnings(recipe, [t.name for t in targets])
+    for w in warnings:
+        progress(f"warning: {w}")
     eval_data = open_data(req.eval_data, session.captured.input_names, recipe.preprocess) if req.eval_data is not None else session.calib
     if session.calib is None and req.stats is None and session.learned is None:
         raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
@@ -188,13 +197,12 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         stats = _stats(session, req, progress, shard)
     if stats is None:  # a secondary torchrun rank: its statistics went to rank 0
         return BuildResult(req.out, {}, secondary=True)
-    req.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.tmp-", dir=req.out.parent))
-    try:
+    with staged_dir(req.out) as tmp:  # moved into place at the end; removed on any error or Ctrl-C
         stats.save(tmp / "stats")
         with timings.phase("float_reference"):  # the only float pass over the evaluation data
             refs = FloatReferences.compute(session.model, eval_data, recipe.calibration.batch_size)
         report: dict[str, Any] = _report_header(req, session, stats, refs.accuracy, eval_data)
+        report["warnings"] = warnings
 
         def build_all(s: Session) -> list[GateCheck]:
             qmodels: dict[str, QuantizedModel] = {}
@@ -227,19 +235,8 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         timings.add("total", time.perf_counter() - started)
         report["timings"] = timings.to_json()
         write_reports(tmp, report)
-        _move_into_place(tmp, req.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return BuildResult(req.out, report, tuple(failures))
-
-
-def _check_optimize_for(recipe: Recipe, registry: TargetRegistry, source: str) -> None:
-    if isinstance(recipe.optimize_for, dict):
-        for name in recipe.optimize_for:
-            if name not in registry.names():
-                raise RecipeError(f"{source}: optimize_for.{name}: no such target{did_you_mean(name, registry.names())}; "
-                                  "'qconvert targets' lists them")
+        save_log(tmp)
+    return BuildResult(req.out, report, tuple(failures), warnings=tuple(warnings))
 
 
 def _resolve_targets(req: BuildRequest, registry: TargetRegistry) -> list[Target]:
@@ -306,6 +303,7 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
         "model": model_label(req.model),
         "recipe": str(session.recipe_path),
         "recipe_hash": recipe_hash(r),
+        "recipe_file_sha256": _recipe_file_sha256(session),
         "inputs": {n: list(t.shape[1:]) for n, t in zip(session.captured.input_names, session.captured.example_inputs)},
         "calibration": {
             "ranges": session.learned.label if session.learned else "from stats file" if req.stats else "calibrated",
@@ -345,7 +343,8 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         "runtime": target.runtime_version(),
         "executed": artifact.runnable,
         "executed_in": artifact.runs_in or None,
-        "optimize_for": choice.to_json(),
+        "optimize_for": {**choice.to_json(), **asdict(effective_schemes(qmodel))},
+        "recipe_hash": recipe_hash(qmodel.recipe),
         "notes": list(artifact.notes) + list(choice.notes) + list(qmodel.warnings),
         "tolerance_lsb": target.parity_tolerance_lsb if artifact.tolerance_lsb is None else artifact.tolerance_lsb,
         "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
@@ -381,6 +380,10 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     if extra is not None:
         entry["notes"] += list(extra.notes)
         entry["checks"] = extra.results
+    if extra is not None and extra.device is not None:
+        entry["device"] = asdict(extra.device)
+    entry["gated_on"] = extra.device.label if extra is not None and extra.device is not None else \
+        f"artifact in {artifact.runs_in or target.runtime_version()}" if artifact.runnable else None
     if qmodel.requantization:
         entry["requantization"] = [f.to_json() for f in qmodel.requantization]
     if wants_accumulator_check(qmodel):  # on the calibration data; a --stats build has only the evaluation data
@@ -388,8 +391,12 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         batches = session.calibration_batches() if session.calib is not None else _torch_batches(data, c.batch_size, c.num_samples)
         with timings.phase("accumulators", target.name):
             entry["accumulators"] = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
-    _write_manifest(target, artifact, qmodel, entry, options)
+    _write_manifest(target, artifact, qmodel, entry, options, _recipe_file_sha256(session))
     return entry, qmodel
+
+
+def _recipe_file_sha256(session: Session) -> str | None:
+    return file_sha256(session.recipe_path) if session.recipe_path.is_file() else None
 
 
 def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, refs: FloatReferences, data: Dataset,
@@ -433,16 +440,16 @@ def _write_golden(target: Target, artifact: Artifact, data: Dataset) -> None:
         np.save(golden / f"output_{name}.npy", o)
 
 
-def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: dict[str, Any], options: TargetOptions) -> None:
-    from dataclasses import asdict
-
+def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: dict[str, Any], options: TargetOptions,
+                    recipe_file_sha256: str | None = None) -> None:
     manifest = {
         "qconvert_version": qconvert.__version__,
         "torch_version": torch.__version__,
         "target": target.name,
         "runtime": entry["runtime"],
         "recipe": qmodel.recipe.model_dump(mode="json"),
-        "recipe_hash": recipe_hash(qmodel.recipe),
+        "recipe_hash": entry["recipe_hash"],  # the effective recipe this target quantized with
+        "recipe_file_sha256": recipe_file_sha256,  # the recipe file as committed
         "target_options": options.model_dump(mode="json"),
         "artifact": artifact.to_json(),
         "tolerance": {"max_lsb": entry["tolerance_lsb"], "output_scale": qmodel.output_scales()[0],
@@ -452,14 +459,3 @@ def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, 
         "quantization": [asdict(q) for q in qmodel.qparams],
     }
     (artifact.directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)

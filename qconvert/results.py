@@ -104,6 +104,8 @@ class BuildReport:
     #: What they were kept at ("float" or "int16"), and the recipe written with them spelled out.
     fallback_keep: str | None = None
     fallback_recipe: Path | None = None
+    #: What the user should know that did not stop the build (a target_gates entry for a target not built).
+    warnings: tuple[str, ...] = ()
     _record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -135,6 +137,7 @@ class BuildReport:
             fallback_layers=tuple(fallback.get("layers") or ()),
             fallback_keep=fallback.get("keep"),
             fallback_recipe=out / fallback["recipe_file"] if fallback.get("recipe_file") else None,
+            warnings=tuple(record.get("warnings") or ()),
             _record=record,
         )
 

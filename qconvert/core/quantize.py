@@ -64,6 +64,9 @@ class QuantizedModel:
     float_output_steps: tuple[float | None, ...] = field(default=())
     #: Layers whose requantization ratios were made fixed-point (recipe ``requantize``).
     requantization: tuple[FoldedRequantization, ...] = field(default=())
+    #: The calibration batches again, where the build has the data (not with --stats or a QAT checkpoint):
+    #: targets that ship calibration inputs (TIDL's import frames) stream them from here.
+    calibration_batches: Callable[[], Iterable[tuple[torch.Tensor, ...]]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -195,6 +198,7 @@ def quantize(
         decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),
         float_output_steps=_float_output_steps(converted, stats, QuantPolicy(recipe, policy.constraints, target)),
         requantization=folded,
+        calibration_batches=calibration_batches,
     )
 
 
@@ -225,7 +229,7 @@ def _summary(o: QObserver) -> QParamSummary:
     return QParamSummary(
         key=o.spec.key, role=o.spec.role, module=o.spec.module, bits=s.bits, mode=s.mode,
         granularity="per_channel" if o.spec.per_channel else "per_tensor", power_of_two=s.power_of_two,
-        method=o.spec.method if o.spec.role == "activation" else "minmax",
+        method=o.spec.method if o.spec.role == "activation" or o.learned_range is None else "learned (QAT)",
         scale_min=float(scale.min()), scale_max=float(scale.max()),
         zero_point=int(zp.flatten()[0]) if zp.numel() == 1 else None,
     )

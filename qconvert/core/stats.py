@@ -149,9 +149,15 @@ class StatsSet:
 
     @classmethod
     def load(cls, directory: Path) -> StatsSet:
+        from qconvert.io.files import check_dir, check_file, first_line
+
+        fix = "give the directory 'qconvert calibrate --out' wrote, or re-run it"
+        check_dir(directory, "stats directory", StatsError, fix)
         meta_path, hist_path = directory / "stats.json", directory / "histograms.npz"
-        if not meta_path.is_file() or not hist_path.is_file():
+        if not meta_path.exists() or not hist_path.exists():
             raise StatsError(f"{directory}: not a stats directory (expected stats.json and histograms.npz from 'qconvert calibrate')")
+        check_file(meta_path, "stats file", StatsError, fix)
+        check_file(hist_path, "histogram file", StatsError, fix)
         try:
             meta = json.loads(meta_path.read_text())
             with np.load(hist_path) as hists:
@@ -163,8 +169,8 @@ class StatsSet:
             return cls(fingerprint=meta["fingerprint"], tensors=tensors)
         except StatsError:
             raise
-        except (KeyError, TypeError, ValueError, OSError) as e:
-            raise StatsError(f"{directory}: corrupt stats directory ({e}); re-run 'qconvert calibrate'") from e
+        except Exception as e:  # json, zip and numpy raise many types for a damaged file
+            raise StatsError(f"{directory}: corrupt stats directory ({first_line(e)}); re-run 'qconvert calibrate'") from e
 
     def merged(self, other: StatsSet) -> StatsSet:
         if other.fingerprint != self.fingerprint:

@@ -6,7 +6,6 @@ memory does not grow with the number of samples.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from qconvert.errors import DataError
+from qconvert.io.files import check_dir, check_file, first_line, reading
 from qconvert.recipe.model import Preprocess
 
 __all__ = ["IMAGE_SUFFIXES", "Batch", "Dataset", "open_dataset"]
@@ -62,8 +62,8 @@ class Dataset:
                 with Image.open(f) as im:
                     im = im.convert("L" if pp.channel_order == "gray" else "RGB").resize((pp.size[1], pp.size[0]))
                     a = np.asarray(im, dtype=np.float32)
-            except OSError as e:
-                raise DataError(f"{f}: cannot read image ({e}); remove or replace the file") from e
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                raise DataError(f"{f}: cannot read image ({first_line(e)}); remove or replace the file") from e
             a = a[:, :, None] if a.ndim == 2 else a
             if pp.channel_order == "bgr":
                 a = a[:, :, ::-1]
@@ -86,28 +86,41 @@ def open_dataset(path: str | Path, input_names: tuple[str, ...], preprocess: Pre
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data not found: {path} (give a folder of images, a .npy, or a .npz with 'x' and optional 'y')")
+        raise DataError(f"data not found: {path} ({_FIX})")
     if path.is_dir():
-        return _open_images(path, input_names, preprocess)
+        return _open_images(check_dir(path, "image folder", DataError, _FIX), input_names, preprocess)
+    if path.suffix not in (".npy", ".npz"):
+        raise DataError(f"{path}: unsupported data format '{path.suffix}' (use a folder of images, .npy or .npz)")
+    check_file(path, f"{path.suffix} data file", DataError, _FIX)
     if path.suffix == ".npy":
-        try:
+        with reading(path, ".npy file", DataError, "write it with numpy.save"):
             x = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: not a readable .npy file ({e})") from e
         if len(input_names) != 1:
             raise DataError(f"{path}: the model takes {len(input_names)} inputs {list(input_names)}; use a .npz keyed by those names")
+        _check_samples(path, "the array", x)
         return Dataset(path, {input_names[0]: x}, None, None, preprocess, input_names)
-    if path.suffix == ".npz":
+    with reading(path, ".npz file", DataError, "write it with numpy.savez(path, x=inputs, y=labels)"):
         return _open_npz(path, input_names, preprocess)
-    raise DataError(f"{path}: unsupported data format '{path.suffix}' (use a folder of images, .npy or .npz)")
+
+
+_FIX = "give a folder of images, a .npy, or a .npz with 'x' and optional 'y'"
+
+
+def _check_samples(path: Path, what: str, a: np.ndarray) -> None:
+    """A sample array: at least one dimension (the samples), numbers, and at least one sample."""
+    if a.ndim == 0:
+        raise DataError(f"{path}: {what} is a single value, not samples; store an array with the samples first, e.g. (N, C, H, W)")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"{path}: {what} holds {a.dtype} values, not numbers; store float32 (or integer) arrays")
+    if len(a) == 0:
+        raise DataError(f"{path}: contains no samples")
 
 
 def _open_npz(path: Path, input_names: tuple[str, ...], preprocess: Preprocess | None) -> Dataset:
-    try:
-        z = np.load(path, mmap_mode="r")
-        keys = list(z.keys())
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    z = np.load(path, mmap_mode="r")
+    if not hasattr(z, "keys"):
+        raise DataError(f"{path}: holds a single array, not a .npz archive; rename it to .npy or save it with numpy.savez(path, x=...)")
+    keys = list(z.keys())
     arrays: dict[str, np.ndarray] = {}
     if len(input_names) == 1 and "x" in keys:
         arrays[input_names[0]] = z["x"]
@@ -119,10 +132,14 @@ def _open_npz(path: Path, input_names: tuple[str, ...], preprocess: Preprocess |
                 f"Name arrays after the forward parameters {list(input_names)} (or 'x' for a single input)"
             )
         arrays = {n: z[n] for n in input_names}
+    for n, a in arrays.items():
+        _check_samples(path, f"array '{n}'", a)
     sizes = {n: len(a) for n, a in arrays.items()}
     if len(set(sizes.values())) != 1:
         raise DataError(f"{path}: inputs have different numbers of samples {sizes}")
     labels = next((z[k] for k in LABEL_KEYS if k in keys), None)
+    if labels is not None and labels.ndim == 0:
+        raise DataError(f"{path}: the labels are a single value; store one label per sample")
     n = next(iter(sizes.values()))
     if labels is not None and len(labels) != n:
         raise DataError(f"{path}: {len(labels)} labels for {n} samples")

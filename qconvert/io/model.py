@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from qconvert.errors import ModelLoadError
+from qconvert.io.files import check_file, first_line, reading
 
 __all__ = ["load_model", "load_weights"]
 
@@ -40,12 +41,13 @@ def eval_mode(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _load_pt2(path: Path) -> torch.nn.Module:
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
-    try:
+    from qconvert.quiet import captured
+
+    fix = "save one with torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')"
+    check_file(path, "model file", ModelLoadError, fix)
+    # torch.export.load logs its own traceback for a bad archive before raising: keep it off the terminal
+    with captured(), reading(path, "saved torch.export ExportedProgram (.pt2)", ModelLoadError, fix):
         return torch.export.load(str(path)).module()
-    except Exception as e:  # torch.export.load raises several types for a bad archive
-        raise ModelLoadError(f"{path}: not a saved torch.export ExportedProgram ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
 def _call_factory(ref: str) -> torch.nn.Module:
@@ -53,9 +55,7 @@ def _call_factory(ref: str) -> torch.nn.Module:
         raise ModelLoadError(f"--model '{ref}': expected 'path/to/file.py:factory', 'package.module:factory' or 'file.pt2'")
     where, name = ref.rsplit(":", 1)
     if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
+        path = check_file(where, "model file", ModelLoadError, "give path/to/file.py:factory", allow_empty=True)
         spec = importlib.util.spec_from_file_location(f"_qconvert_user_model_{path.stem}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -87,12 +87,12 @@ def _call_factory(ref: str) -> torch.nn.Module:
 def load_weights(model: torch.nn.Module, path: Path,
                  rename: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
     """Load a state dict file into ``model``; ``rename`` maps legacy key names first (an importer's)."""
-    if not path.is_file():
-        raise ModelLoadError(f"weights file not found: {path}")
+    fix = "save it with torch.save(model.state_dict(), path)"
+    check_file(path, "weights file", ModelLoadError, fix)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelLoadError(f"{path}: not a loadable state dict ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        raise ModelLoadError(f"{path}: not a loadable state dict ({first_line(e)}); {fix}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

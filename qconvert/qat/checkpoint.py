@@ -181,8 +181,15 @@ def read(path: str | Path) -> QATCheckpoint:
         ModelLoadError: not a file ``save`` wrote, edited after saving, or its ranges do not
             belong to its graph; the message says which.
     """
+    from qconvert.io.files import reading
+
     path = Path(path)
     raw = _load_raw(path)
+    with reading(path, "QAT checkpoint", ModelLoadError, "save it again with qconvert.qat.save"):
+        return _checked(path, raw)
+
+
+def _checked(path: Path, raw: dict[str, Any]) -> QATCheckpoint:
     if raw.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(f"{path}: QAT checkpoint format {raw.get('format_version')!r}; this qconvert reads format {FORMAT_VERSION}")
     if raw.get("digest") != _digest(raw):
@@ -199,8 +206,9 @@ def read(path: str | Path) -> QATCheckpoint:
 
 
 def _load_raw(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelLoadError(f"QAT checkpoint not found: {path}")
+    from qconvert.io.files import check_file
+
+    check_file(path, "QAT checkpoint", ModelLoadError, "give a file written by qconvert.qat.save")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for a file that is not its format

@@ -22,13 +22,15 @@ def load_recipe(path: str | Path) -> Recipe:
         RecipeError: the file is missing, is not YAML/JSON, or does not validate;
             the message names the file, the key path and the line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path} (pass an existing .yaml or .json file)")
+    from qconvert.io.files import check_file, first_line
+
+    path = check_file(path, "recipe file", RecipeError, "pass an existing .yaml or .json file; the smallest recipe is 'version: 1'")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read recipe: {e}") from e
+        raise RecipeError(f"{path}: cannot read the recipe as UTF-8 text ({first_line(e)}); a recipe is a YAML or JSON file") from e
+    if not text.strip():
+        raise RecipeError(f"{path}: the recipe file holds no settings; the smallest recipe is 'version: 1'")
     return recipe_from_text(text, source=str(path))
 
 

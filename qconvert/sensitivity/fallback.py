@@ -134,8 +134,14 @@ def _rank(base: Recipe, session: Session, evaluator: Evaluator, quant: Callable[
 
 
 def write_recipe(path: Path, recipe: Recipe, layers: tuple[str, ...], keep: str, source: str) -> str:
-    """Write ``recipe`` as YAML (defaults left out) with a header saying where it came from; returns the file name."""
-    data = recipe.model_dump(mode="json", exclude_defaults=True)
+    """Write ``recipe`` as YAML with a header saying where it came from; returns the file name.
+
+    Exactly the keys the recipe set are written, also where a value equals the default: a scheme
+    the recipe sets is one ``optimize_for`` keeps, while one it leaves out takes the target's
+    fast types, so writing a set-to-default scheme or leaving out an unset one would change
+    what a rebuild from this file quantizes with.
+    """
+    data = recipe.model_dump(mode="json", exclude_unset=True)
     head = (f"# Written by 'qconvert build' (auto_fallback) from {source}.\n"
             f"# Kept at {keep}: {', '.join(layers)}. Commit this file and build with it to skip the search.\n")
     path.write_text(head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))

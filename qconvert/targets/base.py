@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from qconvert.targets.intermediates import Intermediates
     from qconvert.verify.references import FloatReferences
 
-__all__ = ["Artifact", "Availability", "CheckContext", "ExtraChecks", "Latency", "NoOptions", "Target", "TargetOptions"]
+__all__ = ["Artifact", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "Latency", "NoOptions", "Target", "TargetOptions"]
 
 
 class TargetOptions(BaseModel):
@@ -220,8 +220,23 @@ class CheckContext:
 
 
 @dataclass(frozen=True)
+class DeviceFigures:
+    """What the device would score, where it cannot run here (TIDL: the integer device prediction).
+
+    When ``ExtraChecks.device`` is set, the accuracy, SQNR and top-1 gates judge these
+    figures instead of the artifact's run here, and the report says so (``label``).
+    """
+
+    label: str
+    accuracy: float | None
+    sqnr_db: float | None
+    top1_agreement: float | None
+
+
+@dataclass(frozen=True)
 class ExtraChecks:
     """Result of ``Target.extra_checks``: report notes and JSON-ready results (``checks`` in report.json)."""
 
     notes: tuple[str, ...] = ()
     results: dict[str, Any] = field(default_factory=dict)
+    device: DeviceFigures | None = None

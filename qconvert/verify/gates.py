@@ -61,6 +61,10 @@ class GateCheck:
     detail: str = ""
     #: The model output measured, for a model with several outputs (None: the only one).
     output: str | None = None
+    #: Which figure was judged: the artifact run here, or a device prediction (TIDL); '' for a simulation.
+    figure: str = ""
+    #: The figure is a prediction of a device that cannot run here; failure lines say so.
+    predicted: bool = False
 
     def line(self) -> str:
         name, unit, spec, op = METRIC_TEXT[self.metric]
@@ -69,10 +73,12 @@ class GateCheck:
         shown = "not measurable (NaN)" if self.value is None else f"{self.value:{spec}}{unit}"
         where = f"{self.target}: layer '{self.layer}'" if self.layer is not None else self.target
         where = f"{where} output '{self.output}'" if self.output else where
-        return f"{where}: {name} {shown} {op} limit {self.limit:g}{unit}"
+        of = f" ({self.figure})" if self.predicted else ""
+        return f"{where}: {name} {shown} {op} limit {self.limit:g}{unit}{of}"
 
     def to_json(self) -> dict[str, Any]:
-        out = {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed}
+        out = {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed,
+               "figure": self.figure}
         return (out | ({"layer": self.layer} if self.layer is not None else {}) | ({"detail": self.detail} if self.detail else {})
                 | ({"output": self.output} if self.output else {}))
 
@@ -142,15 +148,25 @@ def gate_checks(recipe: Recipe, report: dict[str, Any]) -> list[GateCheck]:
             continue
         outputs = t.get("outputs") or [{"name": None, "vs_simulation": t["vs_simulation"], "vs_float": t["vs_float"]}]
         layer = _layer_parity(t.get("layer_parity"))
+        device = t.get("device")  # a device that cannot run here, predicted (TIDL): its figures are what ships
+        run_here = f"artifact in {t.get('executed_in') or t['runtime']}"
         for i, o in enumerate(outputs):
             sim, flt = o["vs_simulation"], o["vs_float"]
             primary = i == 0
-            m = Measured(t.get("accuracy") if primary else None, _number(flt["sqnr_db"]), flt["top1_agreement"] if primary else None,
-                         sim["max_lsb_error"], t["tolerance_lsb"], **layer)
+            predicted = primary and device is not None
+            if predicted:
+                acc, sqnr, top1 = device["accuracy"], _number(device["sqnr_db"]), device["top1_agreement"]
+            else:
+                acc, sqnr, top1 = t.get("accuracy") if primary else None, _number(flt["sqnr_db"]), flt["top1_agreement"] if primary else None
+            m = Measured(acc, sqnr, top1, sim["max_lsb_error"], t["tolerance_lsb"], **layer)
             label = o["name"] if len(outputs) > 1 else None
             found = evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
             # per-layer parity covers the whole graph once; each output adds its own end-to-end checks
-            checks += [replace(c, output=label) for c in found if primary or c.metric != "layer_parity_lsb"]
+            for c in found:
+                if not primary and c.metric == "layer_parity_lsb":
+                    continue
+                on_device = predicted and c.metric in ("accuracy_drop_pp", "sqnr_db", "top1_agreement")
+                checks.append(replace(c, output=label, figure=device["label"] if on_device else run_here, predicted=on_device))
     return checks
 
 

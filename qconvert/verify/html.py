@@ -51,7 +51,7 @@ def _header(r: dict[str, Any]) -> str:
                "<div class=\"verdict fail\">gates failed:<ul>" + "".join(f"<li>{escape(f)}</li>" for f in g["failures"]) + "</ul></div>")
     return (f"<h1>qconvert build report</h1>{verdict}<ul class=\"meta\">"
             f"<li>model <code>{escape(r['model'])}</code></li>"
-            f"<li>recipe <code>{escape(r['recipe'])}</code> (sha256 <code>{escape(r['recipe_hash'][:12])}</code>)</li>"
+            f"<li>recipe <code>{escape(r['recipe'])}</code> (file sha256 <code>{escape((r.get('recipe_file_sha256') or '-')[:12])}</code>)</li>"
             f"<li>ranges {escape(str(c['ranges']))}, method <code>{escape(str(c['method']))}</code>, {escape(str(c['samples'] or '-'))} samples, {c['tensors']} tensors</li>"
             f"<li>evaluated on <code>{escape(str(e['data']))}</code>, {e['samples']} samples{'' if e['held_out'] else ' (calibration data)'}</li>"
             f"<li>qconvert {escape(r['qconvert_version'])}, torch {escape(r['torch_version'])}</li></ul>")
@@ -80,7 +80,7 @@ def _summary(r: dict[str, Any]) -> str:
             acc = t.get("accuracy")
             drop = fa - acc if fa is not None and acc is not None else None
             flt, sim = t["vs_float"], t["vs_simulation"]
-            cells = [escape(name), escape(t.get("executed_in") or "yes, own runtime"), _fmt(fa), _fmt(acc), _fmt(drop),
+            cells = [escape(name), escape(t.get("executed_in") or f"yes, {t['runtime']}"), _fmt(fa), _fmt(acc), _fmt(drop),
                      _fmt(flt["sqnr_db"]), _fmt(flt["top1_agreement"], ".4f"), _fmt(sim["max_lsb_error"], ".3f"), _latency(t), size]
         rows.append("<tr>" + "".join(f"<td{'' if i < 2 else ' class=num'}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
@@ -96,8 +96,10 @@ def _gates(r: dict[str, Any]) -> str:
         words, unit, spec, _ = METRIC_TEXT.get(c["metric"], (c["metric"], "", ".4g", ""))
         verdict = "pass" if c["passed"] else "fail"
         rows.append(f"<tr><td>{escape(c['target'])}</td><td>{escape(words)}{escape(unit)}</td><td class=num>{_fmt(c['value'], spec)}</td>"
-                    f"<td class=num>{_fmt(c['limit'], 'g')}</td><td class=\"{verdict}\">{verdict.upper() if not c['passed'] else verdict}</td></tr>")
-    return f"<h2>gates</h2><table id=\"gates\"><tr><th>target</th><th>metric</th><th>value</th><th>limit</th><th></th></tr>{''.join(rows)}</table>"
+                    f"<td class=num>{_fmt(c['limit'], 'g')}</td><td class=\"{verdict}\">{verdict.upper() if not c['passed'] else verdict}</td>"
+                    f"<td>{escape(c.get('figure') or '-')}</td></tr>")
+    return ("<h2>gates</h2><table id=\"gates\"><tr><th>target</th><th>metric</th><th>value</th><th>limit</th><th></th>"
+            f"<th>figure judged</th></tr>{''.join(rows)}</table>")
 
 
 def _fallback(r: dict[str, Any]) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from qconvert.errors import BadInputError, DataError, PluginError, TargetUnavailableError
+from qconvert.io.files import check_dir, check_file, first_line, reading
 from qconvert.targets.base import Artifact, Target
 from qconvert.targets.registry import TargetRegistry
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
@@ -103,7 +103,8 @@ def verify_artifact(directory: Path, registry: TargetRegistry, data: Path | None
     if name not in registry.names():
         raise TargetUnavailableError(f"{directory}: target '{name}' is not installed here; pip install its plugin (qconvert-{name}) and runtime")
     target = _load(registry, name)
-    artifact = Artifact.from_manifest(directory)
+    with reading(directory / "manifest.json", "qconvert manifest", BadInputError, "give a target's folder of a build, e.g. OUT/onnx"):
+        artifact = Artifact.from_manifest(directory)
     if not artifact.path.is_file():
         raise BadInputError(f"{directory}: the artifact file {artifact.main_file} named in manifest.json is missing")
     inputs, expected, labels, source = _golden(directory, artifact) if data is None else _user_data(data, artifact)
@@ -141,14 +142,19 @@ def _load(registry: TargetRegistry, name: str) -> Target:
 
 
 def _manifest(directory: Path) -> dict:  # type: ignore[type-arg]
+    fix = "give a target's folder of a build, e.g. OUT/onnx"
+    check_dir(directory, "artifact directory", BadInputError, fix)
     path = directory / "manifest.json"
-    if not path.is_file():
-        raise BadInputError(f"{directory}: no manifest.json; give a target's folder of a build, e.g. OUT/onnx")
+    if not path.exists():
+        raise BadInputError(f"{directory}: no manifest.json; {fix}")
+    check_file(path, "manifest", BadInputError, fix)
     try:
-        m = json.loads(path.read_text())
+        m = json.loads(path.read_text(encoding="utf-8"))
         m["target"], m["artifact"]
+        if not isinstance(m["target"], str) or not isinstance(m["artifact"], dict):
+            raise TypeError("'target' must be a name and 'artifact' a mapping")
     except (ValueError, KeyError, TypeError) as e:
-        raise BadInputError(f"{path}: not a qconvert manifest ({e})") from e
+        raise BadInputError(f"{path}: not a qconvert manifest ({first_line(e)}); {fix}") from e
     return m
 
 
@@ -157,22 +163,32 @@ Arrays = dict[str, np.ndarray]
 
 def _golden(directory: Path, artifact: Artifact) -> tuple[Arrays, Arrays, np.ndarray | None, str]:
     g = directory / "golden"
-    try:
-        inputs = {n: np.load(g / f"input_{n}.npy") for n in artifact.input_names}
-        outputs = {n: np.load(g / f"output_{n}.npy") for n in artifact.output_names}
-    except (OSError, ValueError) as e:
-        raise BadInputError(f"{g}: golden files missing or unreadable ({e}); the build writes them for runnable artifacts") from e
+    fix = "the build writes golden/ for runnable artifacts; build again or pass --data"
+    check_dir(g, "golden folder", BadInputError, fix)
+    files = {f"input_{n}": g / f"input_{n}.npy" for n in artifact.input_names} | {f"output_{n}": g / f"output_{n}.npy" for n in artifact.output_names}
+    arrays: Arrays = {}
+    for key, f in files.items():
+        check_file(f, "golden file", BadInputError, fix)
+        with reading(f, "golden .npy file", BadInputError, fix):
+            arrays[key] = np.load(f)
+        if arrays[key].ndim == 0 or not np.issubdtype(arrays[key].dtype, np.number):
+            raise BadInputError(f"{f}: a golden file holds a batch of numbers, this holds {arrays[key].dtype} of shape {arrays[key].shape}; {fix}")
+    inputs = {n: arrays[f"input_{n}"] for n in artifact.input_names}
+    outputs = {n: arrays[f"output_{n}"] for n in artifact.output_names}
     return inputs, outputs, None, "golden/"
 
 
 def _user_data(path: Path, artifact: Artifact) -> tuple[Arrays, Arrays, np.ndarray | None, str]:
     """A .npz with inputs (``input_<name>``, ``<name>``, or ``x`` for one input), expected
     outputs ``output_<name>`` (as ``golden/`` names them) and optional labels ``y``."""
-    try:
-        with np.load(path) as z:
+    check_file(path, ".npz data file", DataError, "give a .npz with input_<name> and output_<name> arrays")
+    z = None
+    with reading(path, ".npz file", DataError, "write it with numpy.savez"):
+        z = np.load(path)
+        if not hasattr(z, "files"):
+            raise DataError(f"{path}: holds a single array, not a .npz archive; save it with numpy.savez")
+        with z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
     inputs: Arrays = {}
     for n in artifact.input_names:
         key = next((k for k in (f"input_{n}", n) if k in arrays), "x" if len(artifact.input_names) == 1 and "x" in arrays else None)

@@ -137,7 +137,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "# qconvert build report",
         "",
         f"- model: `{report['model']}`",
-        f"- recipe: `{report['recipe']}` (sha256 `{report['recipe_hash'][:12]}`)",
+        f"- recipe: `{report['recipe']}` (file sha256 `{(report.get('recipe_file_sha256') or '-')[:12]}`)",
         f"- ranges: {c['ranges']} (method `{c['method']}`, {c['samples'] or '-'} samples, {c['tensors']} tensors)",
         f"- evaluated on: `{e['data']}` ({e['samples']} samples{'' if e['held_out'] else ', calibration data: no --eval-data given'})",
         f"- qconvert {report['qconvert_version']}, torch {report['torch_version']}",
@@ -162,6 +162,10 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += _output_lines(t)
             lines += _latency_lines(t)
         lines += _optimize_for_lines(t)
+        if t.get("recipe_hash"):
+            lines.append(f"- effective recipe sha256 `{t['recipe_hash'][:12]}` (the manifest's recipe_hash)")
+        if t.get("gated_on"):
+            lines.append(f"- gates judged: {t['gated_on']}")
         worst = (t.get("layers") or {}).get("layers") or []
         if worst:
             lines.append("- worst layers (SQNR vs float): " + ", ".join(f"`{w['module'] or w['key']}` {_fmt(w['sqnr_db'])} dB" for w in worst[:3]))
@@ -174,6 +178,8 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"## automatic fallback\n- kept at {fb['keep']}: {kept}" + (f" (recipe written to `{fb['recipe_file']}`)" if fb["recipe_file"] else ""))
         lines.append("")
     lines += precision_lines(report)
+    for w in report.get("warnings") or []:
+        lines.append(f"- warning: {w}")
     g = report.get("gates", {})
     lines.append("## gates")
     lines.append("- all passed" if g.get("passed", True) else "\n".join(f"- FAILED: {f}" for f in g["failures"]))

@@ -118,8 +118,9 @@ class OptimizeForEntry(_Strict):
     source: Literal["recipe", "target default"]
     device: str | None = Field(..., description="Device the target's fast types are for; null where it declares none.")
     fast_types: FastTypesEntry | None
-    activations: str = Field(..., description="Activation mode used for layers without an override.")
-    weights: str = Field(..., description="Weight mode and granularity used for layers without an override.")
+    activations: str = Field(..., description="Activation modes the quantized tensors got (after the target's constraints), "
+                             "one mode, or each with its tensor count where they differ.")
+    weights: str = Field(..., description="Weight modes and granularities the quantized weights got, likewise.")
     placement: str = Field(..., description="Q/DQ placement rules used.")
 
 
@@ -156,6 +157,13 @@ class OutputEntry(_Strict):
     vs_float: Comparison
 
 
+class DeviceEntry(_Strict):
+    label: str = Field(..., description="What the figures are, e.g. the TIDL integer device prediction.")
+    accuracy: Num | None
+    sqnr_db: Num | None
+    top1_agreement: Num | None
+
+
 class TargetEntry(BaseModel):
     """One target's artifact and how it compared."""
 
@@ -178,6 +186,12 @@ class TargetEntry(BaseModel):
     latency: LatencyEntry | None = Field(None, description="Latency of the artifact against the float model in the same runtime, when measured.")
     latency_skipped: bool = Field(False, description="True when the build ran with --no-latency.")
     optimize_for: OptimizeForEntry | None = Field(None, description="What the target optimised for and the types that gave.")
+    recipe_hash: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="sha256 of the effective recipe this target quantized with (after optimize_for); "
+        "the same as its manifest's recipe_hash.")
+    gated_on: str | None = Field(None, description="Which figures the accuracy, SQNR and top-1 gates judged: the artifact run here, "
+                                 "or a device prediction where the device cannot run here (TIDL).")
+    device: DeviceEntry | None = Field(None, description="The device prediction's figures, where the target gives one (TIDL).")
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
     accumulators: AccumulatorsEntry | None = Field(None, description="Widest accumulators per layer (recipe accumulator_bits), when checked.")
     requantization: list[RequantizedLayer] | None = Field(None, description="Layers whose requantization ratios are fixed-point (recipe requantize).")
@@ -195,6 +209,7 @@ class GateCheckEntry(_Strict):
     layer: str | None = Field(None, description="Layer of a per-layer gate (accumulator_bits).")
     detail: str | None = Field(None, description="What failed where a value alone does not say (the first layer that diverges).")
     output: str | None = Field(None, description="Model output measured, when the model has several.")
+    figure: str = Field("", description="Which figure was judged: the artifact in its runtime, or a device prediction (TIDL).")
 
 
 class GatesEntry(_Strict):
@@ -283,7 +298,10 @@ class Report(_Strict):
     torch_version: str
     model: str
     recipe: str
-    recipe_hash: str = Field(..., pattern="^[0-9a-f]{64}$")
+    recipe_hash: str = Field(..., pattern="^[0-9a-f]{64}$", description="sha256 of the validated recipe, before any target adapted it; "
+                             "each target's own effective recipe hash is targets.<name>.recipe_hash.")
+    recipe_file_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$", description="sha256 of the recipe file's bytes, as committed.")
+    warnings: list[str] = Field([], description="What the user should know that did not stop the build.")
     inputs: dict[str, list[int]] = Field(..., description="Per-sample input shapes (batch excluded).")
     calibration: Calibration
     eval: EvalInfo

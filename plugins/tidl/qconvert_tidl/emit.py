@@ -5,7 +5,8 @@ Files:
   model_clip_b1.onnx        the same at batch 1 with inferred shapes, for TIDL's tools
   model_clip.tflite         the same as float TFLite (litert-torch), batch 1
   clip_ranges.json          every Clip: tensor, range, scale, bits, signedness
-  calib_frames.npy / .bin   calibration inputs for TIDL's import run (float32 NCHW)
+  calib_frames.npy / .bin   calibration inputs for TIDL's import run: .npy the model's float32 NCHW inputs, .bin
+                            in the type and normalization the import config declares (frames.py)
   tidl_import_config.txt    legacy import tool config
   compile_options_{onnxrt,tflitert,tvmdlr}.json, compile_{onnxrt,tflitert,tvmdlr}.py
 """
@@ -16,7 +17,6 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch.fx import GraphModule
@@ -30,6 +30,7 @@ from qconvert_tidl.clipmodel import ClipRange, activation_quantizers, clip_model
 from qconvert_tidl.configs import InputSpec, TidlConfig, import_config_text, osrt_options, tvm_options
 from qconvert_tidl.constraints import check_bits
 from qconvert_tidl.export import export_clip_onnx, export_clip_tflite
+from qconvert_tidl.frames import WrittenFrames, write_frames
 from qconvert_tidl.options import TidlOptions
 from qconvert_tidl.runtime import tflite_available
 from qconvert_tidl.scripts import SCRIPTS
@@ -49,17 +50,16 @@ def emit_tidl(qmodel: QuantizedModel, out_dir: Path, options: TidlOptions, targe
     notes = [("TIDL itself is not run here (proprietary); the Clip model runs in onnxruntime, "
               "the device is predicted by an integer simulation (see checks.device_prediction)")]
     tflite_file = _write_tflite(gm, qmodel, out_dir, options, notes)
-    frames = qmodel.example_inputs[0].detach().numpy().astype(np.float32)
-    np.save(out_dir / CALIB_NPY, frames)
-    frames.tofile(out_dir / CALIB_BIN)
+    written = write_frames(qmodel, _input_spec(qmodel), out_dir / CALIB_NPY, out_dir / CALIB_BIN)
+    notes += written.notes
     names = {rng.tensor: name for rng, name in zip(ranges, _clip_outputs(model, len(ranges)))}
-    cfg = _config(qmodel, options, frames, names, tflite_file)
+    cfg = _config(qmodel, options, written, names, tflite_file)
     _write_configs(cfg, options, out_dir)
     (out_dir / "clip_ranges.json").write_text(json.dumps([_range_json(r, names) for r in ranges], indent=1) + "\n")
     return Artifact(
         target=target, directory=out_dir, main_file=ONNX_FILE,
         input_names=tuple(i.name for i in model.graph.input), output_names=tuple(o.name for o in model.graph.output),
-        notes=tuple(notes),
+        notes=tuple(notes), runs_in="onnxruntime (float Clip model; TIDL itself not run, device simulated)",
         extra={"clips": len(ranges), "tensor_bits": cfg.tensor_bits, "calibration_option": cfg.calibration_option,
                "tflite": tflite_file, "features_16bit": list(cfg.features_16bit), "params_16bit": list(cfg.params_16bit)},
     )
@@ -107,7 +107,7 @@ def _input_spec(qmodel: QuantizedModel) -> InputSpec:
     return InputSpec(qmodel.input_names[0], c, h, w, mean, scale, rgb=pp.channel_order != "bgr")
 
 
-def _config(qmodel: QuantizedModel, options: TidlOptions, frames: np.ndarray, names: dict[str, str],
+def _config(qmodel: QuantizedModel, options: TidlOptions, frames: WrittenFrames, names: dict[str, str],
             tflite_file: str | None) -> TidlConfig:
     r = qmodel.recipe
     feature_bits, param_bits = r.activations.bits, r.weights.bits
@@ -123,9 +123,9 @@ def _config(qmodel: QuantizedModel, options: TidlOptions, frames: np.ndarray, na
         elif tq.role == "weight" and tq.scheme.bits > param_bits:
             params16.append(_layer_name(names, _layer_output_key(qmodel, tq.module), tq.module))
     return TidlConfig(
-        input=_input_spec(qmodel), param_bits=param_bits, feature_bits=feature_bits,
+        input=frames.spec, param_bits=param_bits, feature_bits=feature_bits,
         per_channel_depthwise=options.per_channel_depthwise, onnx_file=ONNX_B1_FILE, tflite_file=tflite_file,
-        calib_file=CALIB_BIN, calib_frames=len(frames), features_16bit=tuple(sorted(set(features16))),
+        calib_file=CALIB_BIN, calib_frames=frames.count, features_16bit=tuple(sorted(set(features16))),
         params_16bit=tuple(sorted(set(params16))), deny_layer_types=options.deny_layer_types,
         deny_layer_types_tflite=options.deny_layer_types_tflite, deny_layer_names=options.deny_layer_names,
     )

@@ -22,7 +22,7 @@ import torch
 from qconvert.core.quantize import QuantizedModel
 from qconvert.errors import BadInputError
 from qconvert.recipe.model import Recipe
-from qconvert.targets.base import Artifact, CheckContext, ExtraChecks
+from qconvert.targets.base import Artifact, CheckContext, DeviceFigures, ExtraChecks
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert_tidl.constraints import tidl_constraints
 from qconvert_tidl.intsim import IntSim, UnsupportedGraph
@@ -31,7 +31,10 @@ from qconvert_tidl.options import TidlOptions
 from qconvert_tidl.runtime import run_onnx, run_tflite
 from qconvert_tidl.torchsim import tidl_rounding_graph
 
-__all__ = ["HISTOGRAM_METHODS", "PredictionRow", "device_checks"]
+__all__ = ["DEVICE_FIGURE", "HISTOGRAM_METHODS", "PredictionRow", "device_checks"]
+
+#: What the gates judge for this target, as the report names it.
+DEVICE_FIGURE = "TIDL device prediction (integer simulation with TIDL rounding)"
 
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse", "aciq_gauss", "aciq_laplace")
 
@@ -85,13 +88,15 @@ def device_checks(qmodel: QuantizedModel, artifact: Artifact, options: TidlOptio
         f"device predicted, not run: integer simulation with TIDL rounding scores {_pct(build.accuracy)} "
         f"(float {_pct(rows[0].accuracy)}); it matches the TIDL-rounding torch model on "
         f"{exact.elements - exact.mismatches_vs_tidl_rounding_torch}/{exact.elements} output values; "
-        "the accuracy column of this target is the float Clip model in onnxruntime (tidl/device_prediction.md)"
+        "the accuracy column of this target is the float Clip model in onnxruntime; the accuracy, SQNR and top-1 gates "
+        "judge the device prediction (tidl/device_prediction.md)"
     )
     if exact.accumulator_bits > 32:
         notes.append(f"an accumulator needs {exact.accumulator_bits} bits, more than TIDL's 32-bit accumulators in 8-bit mode")
     if exact.bias_over_int16:
         notes.append(f"biases beyond int16 (TIDL keeps 16-bit biases in 8-bit mode, not simulated): {', '.join(exact.bias_over_int16)}")
-    return ExtraChecks(tuple(notes), results)
+    device = DeviceFigures(DEVICE_FIGURE, build.accuracy, build.sqnr_db, build.top1_agreement)
+    return ExtraChecks(tuple(notes), results, device=device)
 
 
 def _pct(v: float | None) -> str:

@@ -1,0 +1,167 @@
+"""Keep third-party chatter off the user's terminal during a command; keep it in a log.
+
+torch, torchao, onnxruntime, TensorFlow/LiteRT and TVM talk through three channels:
+Python ``logging``, Python ``warnings``, and C/C++ code writing straight to the file
+descriptors 1 and 2 (onnxruntime's and TVM's loggers, LiteRT's "Created TensorFlow Lite
+delegate", c10's ``TORCH_WARN``). ``captured`` routes all three into one temporary log:
+
+- the loggers in ``THIRD_PARTY_LOGGERS`` (and the root logger) get a handler on the log;
+- ``warnings.showwarning`` writes to the log;
+- file descriptors 1 and 2 are pointed at the log, ``sys.stderr`` is kept on the terminal
+  through a duplicate of the original descriptor (qconvert's progress and errors still reach
+  the user), and ``sys.stdout`` writes to the log: a command prints its results after the block.
+
+``save_log(directory)`` copies what was said into ``directory/build.log`` when anything
+was (the build calls it just before OUT is moved into place, so the log ships with the
+report). ``echo=True`` (``--verbose``) also copies every line to the terminal's stderr.
+Everything is restored in ``finally``, also on Ctrl-C. One capture at a time per process;
+a nested ``captured`` is a no-op that shares the outer one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["LOG_FILE", "THIRD_PARTY_LOGGERS", "Capture", "captured", "save_log"]
+
+LOG_FILE = "build.log"
+#: Loggers of the libraries a build drives; each gets the capture's handler and stops propagating.
+THIRD_PARTY_LOGGERS = (
+    "torch", "torchao", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "tensorflow", "absl", "tvm",
+    "litert_torch", "ai_edge_torch", "ai_edge_litert", "tensorrt", "jax", "PIL", "numexpr",
+)
+_current: ContextVar[Capture | None] = ContextVar("qconvert_quiet_capture", default=None)
+
+
+@dataclass
+class Capture:
+    """The temporary log of one capture; ``text()`` reads what was said so far."""
+
+    path: Path
+
+    def text(self) -> str:
+        with suppress(OSError):
+            return self.path.read_text(encoding="utf-8", errors="replace")
+        return ""
+
+
+def save_log(directory: Path) -> Path | None:
+    """Write the active capture's log to ``directory/build.log`` if it holds anything; else nothing."""
+    cap = _current.get()
+    if cap is None:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    text = cap.text()
+    if not text.strip():
+        return None
+    out = directory / LOG_FILE
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+class _Tee(io.TextIOBase):
+    """A text stream writing to the log, and also to the terminal when echoing."""
+
+    def __init__(self, log: IO[str], echo: IO[str] | None) -> None:
+        self._log, self._echo = log, echo
+
+    def write(self, s: str) -> int:
+        self._log.write(s)
+        self._log.flush()
+        if self._echo is not None:
+            self._echo.write(s)
+            self._echo.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _fd_of(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+@contextmanager
+def captured(echo: bool = False) -> Iterator[Capture]:
+    """Capture third-party logging, warnings and C-level output inside the block (see the module doc)."""
+    outer = _current.get()
+    if outer is not None:
+        yield outer
+        return
+    fd, name = tempfile.mkstemp(prefix="qconvert-", suffix=".log")
+    cap = Capture(Path(name))
+    log = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+    token = _current.set(cap)
+    saved_fds: dict[int, int] = {}
+    saved_streams = (sys.stdout, sys.stderr)
+    saved_loggers: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    try:
+        for stream in (sys.stdout, sys.stderr):  # flush what is buffered for the real descriptors first
+            with suppress(Exception):
+                stream.flush()
+        terminal_err: IO[str] = sys.stderr
+        for target in (1, 2):
+            with suppress(OSError):
+                saved_fds[target] = os.dup(target)
+                os.dup2(log.fileno(), target)
+        if 2 in saved_fds and _fd_of(sys.stderr) == 2:
+            terminal_err = os.fdopen(os.dup(saved_fds[2]), "w", encoding="utf-8", buffering=1, errors="replace")
+            sys.stderr = terminal_err
+        # Third-party print() goes to the log too; qconvert prints its results after the block.
+        sys.stdout = _Tee(log, terminal_err if echo else None)  # type: ignore[assignment]
+        if echo:
+            echo_handler = logging.StreamHandler(terminal_err)
+            echo_handler.setFormatter(handler.formatter)
+        for logger_name in ("", *THIRD_PARTY_LOGGERS):
+            lg = logging.getLogger(logger_name)
+            saved_loggers.append((lg, list(lg.handlers), lg.propagate))
+            lg.handlers = [handler, echo_handler] if echo else [handler]
+            lg.propagate = False
+        with warnings.catch_warnings():
+            tee = _Tee(log, terminal_err if echo else None)
+
+            def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+                tee.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+            warnings.showwarning = show
+            yield cap
+    finally:
+        for lg, handlers, propagate in saved_loggers:
+            lg.handlers, lg.propagate = handlers, propagate
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(Exception):
+                stream.flush()
+        for replaced, original in zip((sys.stdout, sys.stderr), saved_streams):
+            if replaced is not original:
+                with suppress(Exception):
+                    replaced.close()
+        sys.stdout, sys.stderr = saved_streams
+        for target, dup in saved_fds.items():
+            with suppress(OSError):
+                os.dup2(dup, target)
+                os.close(dup)
+        _current.reset(token)
+        log.close()
+        with suppress(OSError):
+            os.unlink(name)
