@@ -71,6 +71,10 @@ def _run(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # the reader of our output went away (| head): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
     except Exception as e:
         if os.environ.get("QCONVERT_DEBUG"):
             raise
@@ -181,18 +185,27 @@ def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, 
 @main.command()
 @_model_opt
 @_weights_opt
-@_shape_opt
-@click.option("--recipe", type=click.Path(path_type=Path), help="Recipe, for its input_shape.")
+@click.option("--input-shape", help="Input shape with batch, e.g. 1,3,32,32: run the model once and list each layer's output shape.")
+@click.option("--recipe", type=click.Path(path_type=Path),
+              help="Recipe: say which exclude/no_clip/overrides entry applies to each layer (its input_shape is used without --input-shape).")
 def layers(model: str, weights: Path | None, input_shape: str | None, recipe: Path | None) -> None:
-    """List module names usable in exclude, no_clip and overrides."""
+    """List module names usable in exclude, no_clip and overrides (with output shapes and what a recipe does to each)."""
 
     def go() -> None:
+        from qconvert.io.layers import layer_rows
         from qconvert.io.model import load_model
+        from qconvert.quiet import captured
+        from qconvert.recipe.load import load_recipe
 
-        m = load_model(model, str(weights) if weights else None)
-        for name, mod in m.named_modules():
-            if name:
-                click.echo(f"{name}\t{type(mod).__name__}")
+        r = load_recipe(recipe) if recipe is not None else None
+        shape = _shape(input_shape) or (r.input_shape if r is not None else None)
+        with captured():
+            rows = layer_rows(load_model(model, str(weights) if weights else None), shape, r)
+        if shape is not None or r is not None:
+            head = ["module", "type"] + (["output shape"] if shape is not None else []) + (["recipe"] if r is not None else [])
+            click.echo("\t".join(head))
+        for row in rows:
+            click.echo(row.line(shape is not None, r is not None))
 
     _run(go)
 

@@ -153,3 +153,31 @@ def test_report_says_the_device_was_not_run_and_the_simulation_is_exact(build: P
     assert (build / "tidl" / "device_prediction.md").is_file()
     # the digits model adds in forward (residual): the lint says so, naming the top-level module
     assert any(f["rule"] == "functional_op" and f["module"] == "" for f in t["checks"]["lint"])
+
+
+def test_gates_judge_the_device_prediction_and_the_report_says_so(build: Path) -> None:
+    """The Clip model in onnxruntime is float between its Clips; what ships is the integer device: its figures gate."""
+    from qconvert_tidl.predict import DEVICE_FIGURE
+
+    report = json.loads((build / "report.json").read_text())
+    t = report["targets"]["tidl"]
+    device = t["checks"]["device_prediction"]["rows"][-1]
+    assert t["device"]["accuracy"] == device["accuracy"] and t["gated_on"] == DEVICE_FIGURE
+    (check,) = [c for c in report["gates"]["checks"] if c["metric"] == "accuracy_drop_pp"]
+    assert check["figure"] == DEVICE_FIGURE
+    assert check["value"] == pytest.approx(report["float"]["accuracy"] - device["accuracy"])
+    assert device["accuracy"] != t["accuracy"]  # on digits the two differ (0.6 pp vs 0.4 pp): the gate must take the device's
+    assert f"gates judged: {DEVICE_FIGURE}" in (build / "report.md").read_text()
+    html = (build / "report.html").read_text()
+    assert "own runtime" not in html and "TIDL itself not run" in html and DEVICE_FIGURE in html
+
+
+def test_calibration_frames_follow_the_recipe_samples_in_the_declared_type(build: Path, digits: dict[str, Path]) -> None:
+    cfg = parse_import_config((build / "tidl" / "tidl_import_config.txt").read_text())
+    with np.load(digits["calib"]) as z:
+        n = min(256, len(z["x"]))  # the sample recipe's calibration.num_samples
+        x = z["x"][:n]
+    assert int(cfg["numFrames"]) == n > 2
+    assert cfg["inDataNorm"] == "0" and cfg["inElementType"] == "6"  # npz data: float inputs, no normalization
+    frames = np.fromfile(build / "tidl" / "calib_frames.bin", dtype=np.float32).reshape(x.shape)
+    assert np.array_equal(frames, x.astype(np.float32))
