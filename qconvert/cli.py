@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -48,11 +48,13 @@ def _widths(value: str | None) -> tuple[int, ...] | None:
     return widths
 
 
-def _progress(quiet: bool) -> TerminalProgress:
-    """Step messages and progress bars on stderr when a person watches; silent with --quiet, in CI or a pipe."""
+def _progress(quiet: bool, stream: IO[str] | None = None) -> TerminalProgress:
+    """Step messages and progress bars on stderr (``stream``: the terminal kept by ``qconvert.quiet.captured``)
+    when a person watches; silent with --quiet, in CI or a pipe."""
     from qconvert.progress import TerminalProgress, interactive
 
-    return TerminalProgress(not quiet and interactive(sys.stderr))
+    stream = stream if stream is not None else sys.stderr
+    return TerminalProgress(not quiet and interactive(stream), stream)
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -138,7 +140,7 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
         from qconvert.progress import reporting
         from qconvert.quiet import captured
 
-        with captured(), reporting(_progress(quiet)) as progress:  # third-party output -> OUT/build.log
+        with captured() as log, reporting(_progress(quiet, log.terminal)) as progress:  # third-party output -> OUT/build.log
             result = api.build(model, recipe, calib_data=calib_data, eval_data=eval_data, targets=targets, out=out, weights=weights,
                                input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress,
                                compare_precision=_widths(compare_precision))
@@ -309,7 +311,9 @@ def sensitivity(model: str, weights: Path | None, recipe: Path, calib_data: Path
 
         if calib_data is None and stats is None:
             raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
-        with reporting(_progress(quiet)):
+        from qconvert.quiet import captured
+
+        with captured() as log, reporting(_progress(quiet, log.terminal)):
             result = api.sensitivity(model, recipe, eval_data, calib_data=calib_data, stats=stats, weights=weights,
                                      input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]
         click.echo(sensitivity_table(result))
@@ -332,8 +336,10 @@ def verify(artifact_dir: Path, data: Path | None) -> None:
 
     def go() -> None:
         from qconvert import api
+        from qconvert.quiet import captured
 
-        verdict = api.verify(artifact_dir, data)
+        with captured():  # the runtime's own log lines stay off the one-screen verdict
+            verdict = api.verify(artifact_dir, data)
         for line in verdict.lines():
             click.echo(line)
         if not verdict.passed:

@@ -7,9 +7,13 @@ delegate", c10's ``TORCH_WARN``). ``captured`` routes all three into one tempora
 
 - the loggers in ``THIRD_PARTY_LOGGERS`` (and the root logger) get a handler on the log;
 - ``warnings.showwarning`` writes to the log;
-- file descriptors 1 and 2 are pointed at the log, ``sys.stderr`` is kept on the terminal
-  through a duplicate of the original descriptor (qconvert's progress and errors still reach
-  the user), and ``sys.stdout`` writes to the log: a command prints its results after the block.
+- the loggers already configured with their own handlers under those names (torch's
+  ``torch.export``, set up when torch is imported) get the same handler instead of theirs;
+- file descriptors 1 and 2 are pointed at the log, and ``sys.stdout``/``sys.stderr`` write
+  to the log too: a handler a library creates inside the block (torch imported lazily binds
+  ``StreamHandler(sys.stderr)``) lands there. qconvert's own progress goes to
+  ``Capture.terminal``, a duplicate of the original stderr; a command prints its results
+  after the block.
 
 ``save_log(directory)`` copies what was said into ``directory/build.log`` when anything
 was (the build calls it just before OUT is moved into place, so the log ships with the
@@ -46,9 +50,13 @@ _current: ContextVar[Capture | None] = ContextVar("qconvert_quiet_capture", defa
 
 @dataclass
 class Capture:
-    """The temporary log of one capture; ``text()`` reads what was said so far."""
+    """The temporary log of one capture; ``text()`` reads what was said so far.
+
+    ``terminal`` is where qconvert's own progress goes inside the block: the user's stderr.
+    """
 
     path: Path
+    terminal: IO[str]
 
     def text(self) -> str:
         with suppress(OSError):
@@ -79,18 +87,28 @@ class _Tee(io.TextIOBase):
         self._log, self._echo = log, echo
 
     def write(self, s: str) -> int:
+        if self._log.closed:  # a library kept this stream after the capture ended: drop, never raise
+            return len(s)
         self._log.write(s)
         self._log.flush()
-        if self._echo is not None:
+        if self._echo is not None and not self._echo.closed:
             self._echo.write(s)
             self._echo.flush()
         return len(s)
 
     def flush(self) -> None:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
 
     def isatty(self) -> bool:
         return False
+
+
+def _third_party_loggers() -> list[logging.Logger]:
+    """The root logger, the listed libraries' loggers, and every existing logger below them."""
+    names = {"", *THIRD_PARTY_LOGGERS}
+    names |= {n for n in list(logging.root.manager.loggerDict) if n.split(".", 1)[0] in THIRD_PARTY_LOGGERS}
+    return [logging.getLogger(n) for n in sorted(names)]
 
 
 def _fd_of(stream: Any) -> int | None:
@@ -108,38 +126,39 @@ def captured(echo: bool = False) -> Iterator[Capture]:
         yield outer
         return
     fd, name = tempfile.mkstemp(prefix="qconvert-", suffix=".log")
-    cap = Capture(Path(name))
     log = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
-    token = _current.set(cap)
     saved_fds: dict[int, int] = {}
     saved_streams = (sys.stdout, sys.stderr)
     saved_loggers: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    terminal: IO[str] = sys.stderr
+    token = None
     try:
         for stream in (sys.stdout, sys.stderr):  # flush what is buffered for the real descriptors first
             with suppress(Exception):
                 stream.flush()
-        terminal_err: IO[str] = sys.stderr
         for target in (1, 2):
             with suppress(OSError):
                 saved_fds[target] = os.dup(target)
                 os.dup2(log.fileno(), target)
         if 2 in saved_fds and _fd_of(sys.stderr) == 2:
-            terminal_err = os.fdopen(os.dup(saved_fds[2]), "w", encoding="utf-8", buffering=1, errors="replace")
-            sys.stderr = terminal_err
-        # Third-party print() goes to the log too; qconvert prints its results after the block.
-        sys.stdout = _Tee(log, terminal_err if echo else None)  # type: ignore[assignment]
+            terminal = os.fdopen(os.dup(saved_fds[2]), "w", encoding="utf-8", buffering=1, errors="replace")
+        cap = Capture(Path(name), terminal)
+        token = _current.set(cap)
+        tee = _Tee(log, terminal if echo else None)
+        sys.stdout = tee  # type: ignore[assignment]  # third-party print() goes to the log too
+        sys.stderr = tee  # type: ignore[assignment]  # and handlers a library creates inside the block
+        handlers: list[logging.Handler] = [handler]
         if echo:
-            echo_handler = logging.StreamHandler(terminal_err)
+            echo_handler = logging.StreamHandler(terminal)
             echo_handler.setFormatter(handler.formatter)
-        for logger_name in ("", *THIRD_PARTY_LOGGERS):
-            lg = logging.getLogger(logger_name)
+            handlers.append(echo_handler)
+        for lg in _third_party_loggers():
             saved_loggers.append((lg, list(lg.handlers), lg.propagate))
-            lg.handlers = [handler, echo_handler] if echo else [handler]
+            lg.handlers = list(handlers)
             lg.propagate = False
         with warnings.catch_warnings():
-            tee = _Tee(log, terminal_err if echo else None)
 
             def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
                 tee.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -147,21 +166,21 @@ def captured(echo: bool = False) -> Iterator[Capture]:
             warnings.showwarning = show
             yield cap
     finally:
-        for lg, handlers, propagate in saved_loggers:
-            lg.handlers, lg.propagate = handlers, propagate
+        for lg, old_handlers, propagate in saved_loggers:
+            lg.handlers, lg.propagate = old_handlers, propagate
+        sys.stdout, sys.stderr = saved_streams
         for stream in (sys.stdout, sys.stderr):
             with suppress(Exception):
                 stream.flush()
-        for replaced, original in zip((sys.stdout, sys.stderr), saved_streams):
-            if replaced is not original:
-                with suppress(Exception):
-                    replaced.close()
-        sys.stdout, sys.stderr = saved_streams
+        if terminal is not saved_streams[1]:
+            with suppress(Exception):
+                terminal.close()
         for target, dup in saved_fds.items():
             with suppress(OSError):
                 os.dup2(dup, target)
                 os.close(dup)
-        _current.reset(token)
+        if token is not None:
+            _current.reset(token)
         log.close()
         with suppress(OSError):
             os.unlink(name)
