@@ -26,8 +26,8 @@ def build(model: str, out: Path, targets: tuple[str, ...], *extra: str) -> tuple
     for t in targets:
         args += ["--target", t]
     r = CliRunner().invoke(main, args)
-    if r.exit_code == 1 and r.exception is not None:
-        raise r.exception
+    if r.exit_code == 1:  # an internal error: show it, with its cause
+        raise AssertionError(r.output) from r.exception
     return r.exit_code, r.output
 
 

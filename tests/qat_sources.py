@@ -242,3 +242,12 @@ def float_twin_of(prepared: nn.Module) -> nn.Module:
 
 def fx_float_twin() -> nn.Module:
     return float_twin_of(fx_prepared())
+
+
+def eager_converted() -> nn.Module:
+    """``torch.ao.quantization.convert`` of the eager QAT model after 2 seeded steps: int8 modules.
+
+    Trained in the factory (the same model every call): a converted state dict's packed int8
+    parameters do not load back under ``torch.load(weights_only=True)``."""
+    torch.manual_seed(0)
+    return torch.ao.quantization.convert(train(eager_prepared(), steps=2).eval())

@@ -137,3 +137,17 @@ def test_a_deliberately_odd_trained_scale_survives_where_recalibration_would_cha
     (got,) = ort.InferenceSession(str(tmp_path / "recal" / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
     imported_err = report(tmp_path / "imported")["targets"]["onnx"]["vs_float"]["max_abs_error"]
     assert np.abs(got - expected).max() > 2 * imported_err  # the re-calibrated artifact is not the trained model
+
+
+def test_converted_int8_eager_model_imports_its_int8_grids(tmp_path: Path) -> None:
+    """torch.ao.quantization.convert's int8 modules (still in torch 2.13): Quantize stub, quantized
+    ConvReLU/Conv/Linear, QFunctional add; the reference is the int8 model run by its own kernels."""
+    out = tmp_path / "OUT"
+    code, text = build("tests/qat_sources.py:eager_converted", out, ("onnx",))
+    assert code == 0, text
+    entry = report(out)["targets"]["onnx"]
+    assert entry["imported_grid"]["changed"] == [] and entry["imported_grid"]["tensors"] >= 14
+    assert not any("is not imported" in n for n in entry["imported_grid"]["notes"])
+    # fbgemm's int8 kernels requantize in their own order: a step more than float fake quantization
+    assert entry["vs_float"]["max_abs_error"] / entry["parity_step"] <= entry["tolerance_lsb"] + 3
+    assert entry["vs_float"]["top1_agreement"] >= 0.99

@@ -50,6 +50,7 @@ class Importer:
 IMPORTERS: tuple[Importer, ...] = (
     Importer("torchao PT2E", "qconvert.imports.pt2e", ("torchao.", "torch.fx.")),
     Importer("torch.ao", "qconvert.imports.torch_ao", ("torch.ao.",)),
+    Importer("torch.ao", "qconvert.imports.torch_ao_int8", ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")),
     Importer("ModelOpt", "qconvert.imports.modelopt", ("modelopt.",)),
     Importer("Brevitas", "qconvert.imports.brevitas", ("brevitas.",)),
 )
