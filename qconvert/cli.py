@@ -130,9 +130,10 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
               help="Time each artifact against the float model in its runtime (batch 1 and 16); seconds per target.")
 @click.option("--compare-precision", "compare_precision", metavar="BITS,BITS",
               help="Also build these activation widths (e.g. 8,16) and compare them side by side in the report (recipe: compare_precision).")
+@click.option("--verbose", is_flag=True, help="Also show the libraries' own warnings and log lines (always kept in OUT/build.log).")
 def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Path | None, eval_data: Path | None,
           targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool, latency: bool,
-          compare_precision: str | None) -> None:
+          compare_precision: str | None, verbose: bool) -> None:
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
@@ -140,7 +141,7 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
         from qconvert.progress import reporting
         from qconvert.quiet import captured
 
-        with captured() as log, reporting(_progress(quiet, log.terminal)) as progress:  # third-party output -> OUT/build.log
+        with captured(echo=verbose) as log, reporting(_progress(quiet, log.terminal)) as progress:  # third-party output -> OUT/build.log
             result = api.build(model, recipe, calib_data=calib_data, eval_data=eval_data, targets=targets, out=out, weights=weights,
                                input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress,
                                compare_precision=_widths(compare_precision))

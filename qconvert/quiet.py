@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -118,6 +119,37 @@ def _fd_of(stream: Any) -> int | None:
         return None
 
 
+class _FdTee:
+    """A pipe whose reading thread copies every byte written to it (by C code, onto fds 1 and 2) to
+    the log and to the terminal: what ``--verbose`` shows of output that bypasses Python."""
+
+    def __init__(self, log_fd: int, terminal_fd: int) -> None:
+        self._read_fd, self.write_fd = os.pipe()
+        self._log_fd, self._terminal_fd = log_fd, os.dup(terminal_fd)
+        self._thread = threading.Thread(target=self._copy, name="qconvert-verbose-tee", daemon=True)
+
+    def start(self) -> None:
+        os.close(self.write_fd)  # fds 1 and 2 hold the writing end now; end of file once they are restored
+        self._thread.start()
+
+    def _copy(self) -> None:
+        while chunk := os.read(self._read_fd, 65536):
+            for fd in (self._log_fd, self._terminal_fd):
+                with suppress(OSError):
+                    os.write(fd, chunk)
+
+    def finish(self) -> None:
+        """After fds 1 and 2 are restored: wait for the last bytes (a child process still holding the
+        pipe open does not hold the command up for more than a few seconds)."""
+        if self._thread.ident is None:  # never started: the writing end is still ours
+            os.close(self.write_fd)
+        else:
+            self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            os.close(self._read_fd)
+        os.close(self._terminal_fd)
+
+
 @contextmanager
 def captured(echo: bool = False) -> Iterator[Capture]:
     """Capture third-party logging, warnings and C-level output inside the block (see the module doc)."""
@@ -134,6 +166,7 @@ def captured(echo: bool = False) -> Iterator[Capture]:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     terminal: IO[str] = sys.stderr
     token = None
+    pump: _FdTee | None = None
     try:
         for stream in (sys.stdout, sys.stderr):  # flush what is buffered for the real descriptors first
             with suppress(Exception):
@@ -141,7 +174,13 @@ def captured(echo: bool = False) -> Iterator[Capture]:
         for target in (1, 2):
             with suppress(OSError):
                 saved_fds[target] = os.dup(target)
-                os.dup2(log.fileno(), target)
+        if echo and 2 in saved_fds:  # --verbose: C-level output to the log and the terminal alike
+            pump = _FdTee(log.fileno(), saved_fds[2])
+        for target in saved_fds:
+            with suppress(OSError):
+                os.dup2(pump.write_fd if pump is not None else log.fileno(), target)
+        if pump is not None:
+            pump.start()
         if 2 in saved_fds and _fd_of(sys.stderr) == 2:
             terminal = os.fdopen(os.dup(saved_fds[2]), "w", encoding="utf-8", buffering=1, errors="replace")
         cap = Capture(Path(name), terminal)
@@ -179,6 +218,8 @@ def captured(echo: bool = False) -> Iterator[Capture]:
             with suppress(OSError):
                 os.dup2(dup, target)
                 os.close(dup)
+        if pump is not None:
+            pump.finish()
         if token is not None:
             _current.reset(token)
         log.close()
