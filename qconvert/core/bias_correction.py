@@ -87,11 +87,12 @@ def channel_dim(node: Node, t: torch.Tensor) -> int:
 
 
 def _channel_sum(node: Node, chunks: Chunks) -> tuple[torch.Tensor, int]:
+    """Per-channel sums in float64 (summed in float32 within each row, never copying the activation)."""
     total, count = None, 0
     for t in chunks:
         c = channel_dim(node, t)
-        dims = [d for d in range(t.dim()) if d != c]
-        s = t.double().sum(dim=dims)
+        rows = t.movedim(c, -1).reshape(-1, t.shape[c]) if c != 1 or t.dim() <= 2 else t.reshape(t.shape[0], t.shape[1], -1)
+        s = rows.sum(dim=0, dtype=torch.float64) if rows.dim() == 2 else rows.sum(dim=2).sum(dim=0, dtype=torch.float64)
         total = s if total is None else total + s
         count += t.numel() // t.shape[c]
     assert total is not None
@@ -147,7 +148,9 @@ def correct_biases(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
         param = params[node.name]
         assert param is not None
         applied = param.shift_by(targets[node.name] - total / count)
-        return Chunks(t + _broadcast(applied, node, t) for t in value)
+        for t in value:  # the layer's own output, read by nothing yet: corrected in place
+            t.add_(_broadcast(applied, node, t))
+        return value
 
     for _ in range(iterations):
         walk(qgm, inputs, names, correct)
