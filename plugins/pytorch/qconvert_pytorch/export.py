@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from qconvert.core.quantize import QuantizedModel
-from qconvert.errors import RecipeError, TargetUnavailableError
+from qconvert.errors import ConstraintError, RecipeError, TargetUnavailableError
 from qconvert.targets.base import Artifact
 from qconvert_pytorch.engine import cpp_compiler, quantized_engine
 from qconvert_pytorch.lower import lower_to_quantized_modules
@@ -89,6 +89,23 @@ def script_module(qmodel: QuantizedModel, backend: str) -> torch.jit.ScriptModul
         return torch.jit.script(lowered.eval())
 
 
+def _inductor_failure(qmodel: QuantizedModel, program: Path) -> str | None:
+    """Compile and run the saved program once, at the batch size verification uses (the compiled
+    program is cached for it): None when inductor takes it, else the first line of why not."""
+    from qconvert_pytorch.engine import inductor_freezing
+    from qconvert_pytorch.runtime import load_compiled
+
+    batch = qmodel.recipe.calibration.batch_size
+    try:
+        with warnings.catch_warnings(), inductor_freezing(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            load_compiled(str(program), program.stat().st_mtime)(*qmodel.example_inputs_at(batch))
+    except Exception as e:  # noqa: BLE001 -- inductor raises many types; every one means "cannot lower"
+        text = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {text[0] if text else ''}"[:240]
+    return None
+
+
 def emit_pytorch(qmodel: QuantizedModel, out_dir: Path, options: PyTorchOptions, target: str) -> Artifact:
     lowering = resolve_lowering(options, qmodel)
     notes: tuple[str, ...] = ()
@@ -101,8 +118,23 @@ def emit_pytorch(qmodel: QuantizedModel, out_dir: Path, options: PyTorchOptions,
                 "or set targets.pytorch.lowering: quantized_modules")
         torch.export.save(export_program(qmodel), out_dir / PROGRAM_FILE)
         main = PROGRAM_FILE
-    else:
-        script_module(qmodel, options.backend).save(str(out_dir / SCRIPT_FILE))
+        failure = _inductor_failure(qmodel, out_dir / PROGRAM_FILE)
+        if failure is not None and options.lowering == "inductor":
+            raise ConstraintError(f"target 'pytorch': inductor cannot compile this model ({failure}); "
+                                  "set targets.pytorch.lowering: quantized_modules (or auto)")
+        if failure is not None:
+            (out_dir / PROGRAM_FILE).unlink()
+            lowering = "quantized_modules"
+            notes = (f"inductor could not compile this model ({failure}): lowered to TorchScript quantized modules",)
+    if lowering == "quantized_modules":
+        try:
+            scripted = script_module(qmodel, options.backend)
+        except Exception as e:  # lowering or scripting an op it has no quantized module for
+            text = str(e).strip().splitlines()
+            raise ConstraintError(f"target 'pytorch': no int8 PyTorch form for this model: neither inductor nor torch.ao's "
+                                  f"quantized modules take it ({type(e).__name__}: {text[0] if text else ''}"[:400]
+                                  + "); build it for onnx or tflite, or exclude the layers named") from e
+        scripted.save(str(out_dir / SCRIPT_FILE))
         main = SCRIPT_FILE
     outputs = len(qmodel.output_scales())
     return Artifact(
