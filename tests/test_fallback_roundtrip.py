@@ -27,9 +27,15 @@ activations: {bits: 8, mode: asym_u}
 calibration: {num_samples: 128, batch_size: 64}
 targets:
   onnx: {device: arm64}
+on_unsupported: adapt
 gates: {min_sqnr_db: 99}
 auto_fallback: {metric: sqnr, max_layers: 1}
 """
+
+#: Files no two builds write alike, whatever the recipe: TVM's compiled library (measured: two builds of the
+#: digits sample from one recipe differ in 144 bytes of model.so, its 20-byte GNU build-id and 124 bytes of
+#: .text). What it is compiled from (model.onnx) and what it computes (golden/) are compared bit for bit.
+NOT_REPRODUCIBLE = {"tvm": {"model.so"}}
 
 
 def _effective_activations(recipe_path: Path) -> str:
@@ -52,9 +58,9 @@ def test_written_recipe_keeps_schemes_set_to_their_defaults(tmp_path: Path) -> N
 
 
 def _artifact_files(directory: Path) -> dict[str, bytes]:
-    """Every file a target wrote, except those that name the recipe file or the build (manifest, logs)."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json",)}
+    """Every file a target wrote, except the manifest (it names the recipe file and its hash)."""
+    skip = {"manifest.json"} | NOT_REPRODUCIBLE.get(directory.name, set())
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name not in skip}
 
 
 def _roundtrip(digits: dict[str, Path], tmp_path: Path, targets: list[str]) -> None:

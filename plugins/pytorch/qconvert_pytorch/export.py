@@ -29,6 +29,7 @@ from qconvert.targets.base import Artifact
 from qconvert_pytorch.engine import cpp_compiler, quantized_engine
 from qconvert_pytorch.lower import lower_to_quantized_modules
 from qconvert_pytorch.options import Lowering, PyTorchOptions
+from qconvert_pytorch.reproducible import save_reproducible
 
 __all__ = ["emit_pytorch", "export_program", "is_dynamic", "narrow_activations", "resolve_lowering", "script_module"]
 
@@ -116,7 +117,7 @@ def emit_pytorch(qmodel: QuantizedModel, out_dir: Path, options: PyTorchOptions,
             raise TargetUnavailableError(
                 "target 'pytorch': lowering inductor needs a C++ compiler for torch.compile (install g++, or set $CXX), "
                 "or set targets.pytorch.lowering: quantized_modules")
-        torch.export.save(export_program(qmodel), out_dir / PROGRAM_FILE)
+        save_reproducible(export_program(qmodel), out_dir / PROGRAM_FILE)
         main = PROGRAM_FILE
         failure = _inductor_failure(qmodel, out_dir / PROGRAM_FILE)
         if failure is not None and options.lowering == "inductor":

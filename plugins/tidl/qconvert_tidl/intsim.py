@@ -240,6 +240,8 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation:
 
 def op_conv2d(sim: IntSim, name: str, x: Fixed, w: Fixed, b: Fixed | None, stride: Any = (1, 1),
               padding: Any = (0, 0), dilation: Any = (1, 1), groups: int = 1) -> Fixed:
+    if not isinstance(x, Fixed) or not isinstance(w, Fixed):  # a layer the recipe keeps in float (exclude)
+        raise UnsupportedGraph(f"{name}: convolution in float (a layer kept out of quantization); TIDL runs it in integer")
     if x.exp.ndim and x.exp.size > 1:
         raise UnsupportedGraph(f"{name}: per-channel input grid")
     s, p, d = _pair(stride), _pair(padding), _pair(dilation)
@@ -263,6 +265,8 @@ def op_conv2d(sim: IntSim, name: str, x: Fixed, w: Fixed, b: Fixed | None, strid
 
 
 def op_linear(sim: IntSim, name: str, x: Fixed, w: Fixed, b: Fixed | None = None) -> Fixed:
+    if not isinstance(x, Fixed) or not isinstance(w, Fixed):  # a layer the recipe keeps in float (exclude)
+        raise UnsupportedGraph(f"{name}: linear layer in float (a layer kept out of quantization); TIDL runs it in integer")
     if x.exp.ndim and x.exp.size > 1:
         raise UnsupportedGraph(f"{name}: per-channel input grid")
     out = x.ints @ w.ints.T
