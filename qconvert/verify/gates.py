@@ -18,16 +18,18 @@ __all__ = ["E2E_STEPS_PER_SQRT_DEPTH", "METRIC_TEXT", "GateCheck", "GateMetric",
 
 GateMetric = Literal["parity_lsb", "layer_parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
 
-#: Where per-layer parity was measured, the end-to-end difference may grow with depth: up to this
-#: many per-layer tolerances per square root of the requantizations on the longest path, and never
-#: less than one. Measured (README "Parity at depth", ``python -m bench parity_depth``): the largest
-#: end-to-end/sqrt(depth) seen on the deep networks run here was 0.64 (4 steps at depth 39).
+#: The end-to-end difference typical of ``depth`` requantizations when every layer is within the
+#: tolerance: one-step differences compounding like a random walk. Reported next to the measured
+#: end-to-end difference, gated only where an output is not covered by a compared tensor: it held on MobileNetV2, ResNet-18 and the deep test net
+#: (``python -m bench parity_depth``, at most 0.64 x sqrt(depth)), but the zoo's MobileNetV2
+#: (transformers, random init, depth 118) is 30 steps end to end with every layer within 1 step:
+#: how far rounding differences compound is the network's gain, not the artifact's fidelity.
 E2E_STEPS_PER_SQRT_DEPTH = 1.0
 
 
 def end_to_end_bound(tolerance_lsb: float, depth: int) -> float:
-    """Output steps an artifact whose every layer is within ``tolerance_lsb`` may be from the plain
-    simulation after ``depth`` requantizations (one-step rounding differences compound like a random walk)."""
+    """Output steps an artifact whose every layer is within ``tolerance_lsb`` typically is from the plain
+    simulation after ``depth`` requantizations (a reference, not a gate; see ``E2E_STEPS_PER_SQRT_DEPTH``)."""
     return tolerance_lsb * max(1.0, E2E_STEPS_PER_SQRT_DEPTH * math.sqrt(depth))
 
 
@@ -98,6 +100,8 @@ class Measured:
     layer_parity_lsb: float | None = None
     first_divergence: str = ""
     depth: int = 0
+    #: Every output is a compared tensor's dequantized value (nothing after the compared layers).
+    outputs_covered: bool = False
 
 
 # metric -> (words, unit, number format, comparison shown on failure)
@@ -120,7 +124,8 @@ def evaluate(gates: Gates, target: str, float_accuracy: float | None, m: Measure
     if lsb_limit is not None and m.layer_checked:
         ok = m.layer_parity_lsb is not None and m.layer_parity_lsb <= lsb_limit + 1e-3
         checks.append(GateCheck(target, "layer_parity_lsb", m.layer_parity_lsb, lsb_limit, ok, detail="" if ok else m.first_divergence))
-        lsb_limit = end_to_end_bound(lsb_limit, m.depth)
+        # a float layer after the last compared tensor (TensorRT's logits) is checked end to end, at the depth's reference
+        lsb_limit = None if m.outputs_covered else end_to_end_bound(lsb_limit, m.depth)
     if lsb_limit is not None and m.parity_lsb is not None:
         checks.append(GateCheck(target, "parity_lsb", m.parity_lsb, lsb_limit, m.parity_lsb <= lsb_limit + 1e-3))
     if gates.max_accuracy_drop is not None and float_accuracy is not None and m.accuracy is not None:
@@ -184,6 +189,7 @@ def _layer_parity(lp: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     first = lp.get("first_divergence")
     return {"layer_checked": True, "layer_parity_lsb": lp["max_lsb_error"], "depth": lp["depth"],
+            "outputs_covered": bool(lp.get("outputs_covered")),
             "first_divergence": f"first divergence at {first['text']}" if first else ""}
 
 

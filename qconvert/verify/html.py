@@ -120,6 +120,7 @@ def _fallback(r: dict[str, Any]) -> str:
 
 def _target_section(name: str, t: dict[str, Any]) -> str:
     parts = [f"<h2>{escape(name)}</h2><p class=meta>artifact <code>{escape(t['artifact'])}</code>, runtime {escape(str(t['runtime']))}</p>"]
+    parts += _layer_parity(t.get("layer_parity"))
     layers = t.get("layers")
     if layers and layers["layers"]:
         parts.append(f"<h3>per-layer SQNR vs float, worst first ({layers['samples']} samples)</h3>")
@@ -130,6 +131,23 @@ def _target_section(name: str, t: dict[str, Any]) -> str:
     if t.get("notes"):
         parts.append("<ul>" + "".join(f"<li>{escape(str(n))}</li>" for n in t["notes"]) + "</ul>")
     return "\n".join(parts)
+
+
+def _layer_parity(lp: dict[str, Any] | None) -> list[str]:
+    """Per-layer parity: the verdict, and the layers that fail (first divergence first)."""
+    if not lp:
+        return []
+    first = lp["first_divergence"]
+    verdict = f"first divergence: {escape(first['text'])}" if first else "no layer diverges"
+    parts = [f"<h3>per-layer parity ({lp['compared']} quantized tensors, each fed the runtime's inputs)</h3>",
+             (f"<p id=layer-parity>worst {_fmt(lp['max_lsb_error'], '.0f')} steps, tolerance {lp['tolerance_lsb']:g}; "
+              f"end to end typically within {_fmt(lp['end_to_end_bound_lsb'], '.2f')} steps at depth {lp['depth']}; {verdict}</p>")]
+    bad = [r for r in lp["layers"] if r["status"] not in ("ok", "not_exposed")][:10]
+    if bad:
+        rows = "".join(f"<tr><td>{escape(r['op'])}</td><td><code>{escape(r['module'] or r['tensor'])}</code></td>"
+                       f"<td>{escape(r['status'])}</td><td>{_fmt(r['max_steps'], '.0f')}</td></tr>" for r in bad)
+        parts.append(f"<table id=layer-parity-failures><tr><th>op</th><th>layer</th><th>status</th><th>max steps</th></tr>{rows}</table>")
+    return parts
 
 
 def _bar_chart(rows: list[dict[str, Any]]) -> str:

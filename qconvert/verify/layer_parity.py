@@ -36,6 +36,7 @@ __all__ = ["LAYER_PARITY_SAMPLES", "LayerParity", "ParityAtDepth", "depth_of", "
 #: corrupted artifact; more catch rare rounding cases; every tensor of every layer is kept per batch).
 LAYER_PARITY_SAMPLES = 64
 _QT = torch.ops.quantized_decomposed.quantize_per_tensor.default
+_DQT = torch.ops.quantized_decomposed.dequantize_per_tensor.default
 
 Status = Literal["ok", "diverged", "grid", "missing", "not_exposed"]
 
@@ -83,6 +84,9 @@ class ParityAtDepth:
     #: Requantizations on the longest input-to-output path of the simulation.
     depth: int
     layers: tuple[LayerParity, ...]
+    #: Every graph output is the dequantized value of a compared tensor: nothing after the last
+    #: compared layer is left unchecked (a float output layer, TensorRT's logits, is not).
+    outputs_covered: bool = False
 
     @property
     def compared(self) -> int:
@@ -107,7 +111,7 @@ class ParityAtDepth:
         first = self.first_divergence
         return {
             "tolerance_lsb": self.tolerance_lsb, "samples": self.samples, "depth": self.depth,
-            "compared": self.compared, "max_lsb_error": self.max_steps,
+            "compared": self.compared, "max_lsb_error": self.max_steps, "outputs_covered": self.outputs_covered,
             "end_to_end_bound_lsb": self.end_to_end_bound_lsb,
             "first_divergence": None if first is None else {**first.to_json(), "text": f"{first.where()}: {first.problem()}"},
             "layers": [la.to_json() for la in self.layers],
@@ -203,7 +207,16 @@ def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, dat
             _FedByRuntime(qmodel.graph, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
             samples += len(b.inputs[0])
     layers = tuple(_row(qmodel, n, acc[n.name], exposed.get(n.name), n.name in missing, tolerance_lsb) for n in nodes)
-    return ParityAtDepth(tolerance_lsb, samples, depth_of(qmodel.graph), layers)
+    compared = {la.node for la in layers if la.status in ("ok", "diverged")}
+    return ParityAtDepth(tolerance_lsb, samples, depth_of(qmodel.graph), layers, _outputs_covered(qmodel.graph, compared))
+
+
+def _outputs_covered(gm: GraphModule, compared: set[str]) -> bool:
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    flat: list[Any] = []
+    torch.fx.node.map_arg(out.args[0], flat.append)
+    return bool(flat) and all(isinstance(o, Node) and o.target == _DQT and isinstance(o.args[0], Node) and o.args[0].name in compared
+                              for o in flat)
 
 
 def _row(qmodel: QuantizedModel, n: Node, acc: _Acc, runtime_name: str | None, missing: bool, tolerance: float) -> LayerParity:

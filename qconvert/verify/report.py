@@ -93,7 +93,7 @@ def _layer_parity_lines(t: dict[str, Any]) -> list[str]:
         return ["- per-layer parity: not available for this runtime (checked end to end only)"] if "layer_parity" in t else []
     first = lp["first_divergence"]
     lines = [(f"- per-layer parity ({lp['compared']} quantized tensors, {lp['samples']} samples, each layer fed the runtime's "
-              f"inputs): worst {_fmt(lp['max_lsb_error'], '.0f')} steps (tolerance {lp['tolerance_lsb']}); end to end allowed "
+              f"inputs): worst {_fmt(lp['max_lsb_error'], '.0f')} steps (tolerance {lp['tolerance_lsb']}); end to end typically within "
               f"{_fmt(lp['end_to_end_bound_lsb'], '.2f')} steps at depth {lp['depth']}"),
              f"- first divergence: {first['text']}" if first else "- first divergence: none"]
     bad = [r for r in lp["layers"] if r["status"] not in ("ok", "not_exposed")][:10]

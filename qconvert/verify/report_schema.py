@@ -87,7 +87,10 @@ class LayerParityEntry(_Strict):
     depth: int = Field(..., description="Requantizations on the longest input-to-output path of the simulation.")
     compared: int = Field(..., description="Quantized tensors compared.")
     max_lsb_error: Num | None = Field(..., description="Worst layer, steps; null when a tensor is missing or on another grid.")
-    end_to_end_bound_lsb: Num = Field(..., description="End-to-end difference allowed at this depth (qconvert.verify.gates.end_to_end_bound).")
+    outputs_covered: bool = Field(..., description="Every model output is the dequantized value of a compared tensor; "
+                                  "when not, the end-to-end difference is gated too (within end_to_end_bound_lsb).")
+    end_to_end_bound_lsb: Num = Field(..., description="End-to-end difference typical of this depth when every layer is within "
+                                      "the tolerance (qconvert.verify.gates.end_to_end_bound); reported, not gated.")
     first_divergence: FirstDivergence | None = Field(..., description="First layer in graph order that fails; null when none.")
     layers: list[LayerParityRow] = Field(..., description="Every activation quantize node, in graph order.")
 

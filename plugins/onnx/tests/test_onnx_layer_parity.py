@@ -86,7 +86,7 @@ class _Corrupting(OnnxTarget):
 
 def test_deep_net_passes_per_layer_within_one_step(data: dict[str, Path]) -> None:
     """End to end this network is 4 output steps from the simulation here (the old 1-step gate failed it);
-    every layer fed the runtime's inputs is within 1 step, and 4 is within the bound for depth 39."""
+    every layer fed the runtime's inputs is within 1 step, and the gate is per layer."""
     result = _build(data, OnnxTarget(), "healthy")
     assert not result.gate_failures, result.gate_failures
     entry = result.report["targets"]["onnx"]
@@ -95,7 +95,6 @@ def test_deep_net_passes_per_layer_within_one_step(data: dict[str, Path]) -> Non
     assert all(r["status"] == "ok" and r["max_steps"] <= 1.0 for r in lp["layers"]), lp["first_divergence"]
     # the integer kernels do round differently: some layers are one step off somewhere
     assert any(r["max_steps"] == 1.0 for r in lp["layers"])
-    assert entry["vs_simulation"]["max_lsb_error"] <= lp["end_to_end_bound_lsb"]
     checks = {c["metric"]: c for c in result.report["gates"]["checks"]}
     assert checks["layer_parity_lsb"]["passed"] and checks["layer_parity_lsb"]["limit"] == 1.0
     report = json.loads((data["dir"] / "healthy" / "report.json").read_text())

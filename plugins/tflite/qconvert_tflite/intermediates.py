@@ -3,10 +3,9 @@
 litert-torch fuses each dequantize -> op -> quantize group into one int8 TFLite op, so
 the activation a quantize node produced is that op's output tensor, in NHWC where the
 simulation is NCHW, and some (a flatten after a mean) are fused away. At export the
-simulation's quantize nodes are paired, in order, with the int8 tensors of the
-flatbuffer in execution order that sit on the same grid (scale, zero point); the layout
-of each (as is, NHWC, or a reshape) is the one under which the example input's values
-agree best. At verify time the interpreter runs with ``experimental_preserve_all_tensors``
+simulation's quantize nodes are paired with the int8 tensors of the flatbuffer on the
+same grid (scale, zero point) whose values on the example input agree with the
+simulation of that layer fed the tensors paired before it (as is, NHWC, or reshaped). At verify time the interpreter runs with ``experimental_preserve_all_tensors``
 (the same kernels and XNNPACK delegate as ``run``; the tests check its outputs equal
 ``run``'s) and the mapped tensors are read after each invoke.
 
@@ -82,44 +81,58 @@ def _read(values: np.ndarray, perm: tuple[int, ...] | None, reshape: bool, shape
     return values.reshape(values.shape[0], *shape) if reshape else values
 
 
+#: A tensor is the one a quantize node became when this fraction of its values is within one step
+#: of the simulation fed the tensors already paired (a wrong pairing is off almost everywhere).
+MATCH_FRACTION = 0.99
+
+
 def map_quantized_tensors(path: Path, qmodel: QuantizedModel, batch: int) -> dict[str, dict[str, Any]]:
-    """Simulation quantize node -> {tensor, index, perm, reshape, shape} for the .tflite at ``path``."""
+    """Simulation quantize node -> {tensor, index, perm, reshape, shape} for the .tflite at ``path``.
+
+    One run on the example input: the simulation runs with each quantize node already paired
+    replaced by the runtime's tensor, so each candidate is compared with the simulation of its
+    own layer fed the runtime's inputs; candidates are tried in execution order from the last
+    pairing on, on the same grid, in each layout the shapes allow.
+    """
     import torch
     from torch.fx import Interpreter
 
-    nodes = [n for n in qmodel.graph.graph.nodes if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default]
+    qt = torch.ops.quantized_decomposed.quantize_per_tensor.default
     sample = tuple(t[:1].repeat(batch, *([1] * (t.dim() - 1))) for t in qmodel.example_inputs)
-    sim: dict[str, torch.Tensor] = {}
-    wanted = {n.name for n in nodes}
-
-    class _Record(Interpreter):
-        def run_node(self, node: Any) -> Any:
-            out = super().run_node(node)
-            if node.name in wanted:
-                sim[node.name] = out
-            return out
-
-    with torch.no_grad():
-        _Record(qmodel.graph).run(*sample)
     slots = activation_tensors(path.read_bytes())
     m = _loaded(str(path), path.stat().st_mtime)
     _invoke(m, [t.numpy() for t in sample])
+    values = {s.index: m.interpreter.get_tensor(s.index).astype(np.int32) for s in slots}
     mapping: dict[str, dict[str, Any]] = {}
-    at = 0
-    for n in nodes:
-        scale, zp, want = float(np.float32(n.args[1])), int(n.args[2]), sim[n.name].numpy()
-        for i in range(at, len(slots)):
+    state = {"at": 0}
+    used: set[int] = set()
+
+    def pair(name: str, scale: float, zp: int, want: np.ndarray) -> np.ndarray | None:
+        order = list(range(state["at"], len(slots))) + list(range(state["at"]))
+        for i in order:
             s = slots[i]
-            layouts = _layouts(s.shape[1:], tuple(want.shape[1:]))
-            if np.float32(s.scale) != np.float32(scale) or s.zero_point != zp or not layouts:
+            if i in used or np.float32(s.scale) != np.float32(scale) or s.zero_point != zp:
                 continue
-            got = m.interpreter.get_tensor(s.index).astype(np.int32)
-            err = [np.abs(_read(got, p, r, want.shape[1:]) - want.astype(np.int32)).mean() for p, r in layouts]
-            perm, reshape = layouts[int(np.argmin(err))]
-            mapping[n.name] = {"tensor": s.name, "index": s.index, "perm": list(perm) if perm else None,
-                               "reshape": reshape, "shape": list(want.shape[1:])}
-            at = i + 1
-            break
+            for perm, reshape in _layouts(s.shape[1:], tuple(want.shape[1:])):
+                got = _read(values[s.index], perm, reshape, tuple(want.shape[1:]))
+                if np.mean(np.abs(got - want) <= 1) >= MATCH_FRACTION:
+                    mapping[name] = {"tensor": s.name, "index": s.index, "perm": list(perm) if perm else None,
+                                     "reshape": reshape, "shape": list(want.shape[1:])}
+                    used.add(i)
+                    state["at"] = i + 1
+                    return got
+        return None
+
+    class _Pairing(Interpreter):
+        def run_node(self, node: Any) -> Any:
+            out = super().run_node(node)
+            if node.target != qt:
+                return out
+            got = pair(node.name, float(node.args[1]), int(node.args[2]), out.numpy().astype(np.int32))
+            return out if got is None else torch.from_numpy(got).to(out.dtype)
+
+    with torch.no_grad():
+        _Pairing(qmodel.graph).run(*sample)
     return mapping
 
 
