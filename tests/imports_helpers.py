@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 from qat_sources import DIGITS, held_out
@@ -59,3 +60,16 @@ def refusal(text: str, target: str) -> str:
     errors = [line for line in text.strip().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"target '{target}'" in errors[0] and "Traceback" not in text, text
     return errors[0]
+
+
+def _fail_on_data(*args: object, **kwargs: object) -> None:
+    raise AssertionError("an observer saw data: an imported build must not calibrate")
+
+
+@pytest.fixture
+def no_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any observer update, or a calibration pass, fails the test."""
+    from qconvert.core import observer
+
+    monkeypatch.setattr(observer.RunningStats, "update", _fail_on_data)
+    monkeypatch.setattr("qconvert.pipeline.calibrate", _fail_on_data)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from imports_helpers import TARGETS, assert_artifact_matches_source, build, refusal, report, source_outputs
+from imports_helpers import TARGETS, assert_artifact_matches_source, build, no_calibration, refusal, report, source_outputs
 from qat_sources import BrevitasDigits, train
 
 pytest.importorskip("brevitas")
@@ -25,6 +25,7 @@ def brev(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return out
 
 
+@pytest.mark.usefixtures("no_calibration")
 def test_brevitas_onnx_keeps_every_learned_scale(brev: dict) -> None:
     out = brev["dir"] / "OUT"
     code, text = build("tests/qat_sources.py:brevitas_prepared", out, ("onnx",), "--weights", str(brev["float"]["weights"]))
@@ -63,3 +64,6 @@ def test_brevitas_every_target(brev: dict, target: str, tmp_path: Path) -> None:
         assert_artifact_matches_source(tmp_path / "OUT", target, brev["float"]["expected"])
     else:
         assert entry["vs_float"]["top1_agreement"] >= 0.98
+
+
+__all__ = ["no_calibration"]  # the fixture, imported so pytest finds it

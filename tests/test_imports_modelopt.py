@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from imports_helpers import TARGETS, build, refusal, report, source_outputs
+from imports_helpers import TARGETS, build, no_calibration, refusal, report, source_outputs
 from qat_sources import legacy_names, modelopt_quantized, train, train_data
 
 pytest.importorskip("modelopt.torch.quantization")
@@ -29,6 +29,7 @@ def mo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             "expected": source_outputs(model.eval()), "model": model}
 
 
+@pytest.mark.usefixtures("no_calibration")
 def test_modelopt_tensorrt_reads_amax_and_folds_batchnorm(mo: dict) -> None:
     out = mo["dir"] / "OUT"
     code, text = build("tests/qat_sources.py:modelopt_prepared", out, ("tensorrt",), "--weights", str(mo["weights"]),
@@ -72,3 +73,6 @@ def test_modelopt_every_target(mo: dict, target: str, tmp_path: Path) -> None:
         return
     assert code == 0, text
     assert report(tmp_path / "OUT")["targets"][target]["vs_float"]["top1_agreement"] >= 0.98
+
+
+__all__ = ["no_calibration"]  # the fixture, imported so pytest finds it

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from imports_helpers import TARGETS, assert_artifact_matches_source, build, refusal, report, source_outputs
+from imports_helpers import TARGETS, assert_artifact_matches_source, build, no_calibration, refusal, report, source_outputs
 from qat_sources import pt2e_prepared, save_converted_pt2e, train
 
 ADAPT = "version: 1\non_unsupported: adapt\n"
@@ -28,6 +28,7 @@ def pt2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             "recipe": d / "adapt.yaml"}
 
 
+@pytest.mark.usefixtures("no_calibration")
 def test_saved_qdq_graph_builds_tensorrt_and_names_every_regridded_tensor(pt2e: dict) -> None:
     out = pt2e["dir"] / "OUT"
     code, text = build(str(pt2e["pt2"]), out, ("tensorrt",), "--recipe", str(pt2e["recipe"]))
@@ -72,3 +73,6 @@ def test_pt2e_every_target(pt2e: dict, target: str, tmp_path: Path) -> None:
     entry = report(out)["targets"][target]
     if entry["executed"] and not entry["imported_grid"]["changed"] and entry["parity_step"]:
         assert_artifact_matches_source(out, target, pt2e["expected"])
+
+
+__all__ = ["no_calibration"]  # the fixture, imported so pytest finds it
