@@ -49,9 +49,8 @@ def main(argv: list[str]) -> int:
         for r in new:
             print(f"  {r.model:<20} {r.target:<9} exit {r.exit_code}  {r.build_s:5.0f} s  {r.message[:120]}", flush=True)
         rows += new
+        (args.out / "table.md").write_text(format_table(rows) + "\n")  # a partial run still leaves its table
     table = format_table(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table + "\n")
     print()
     print(table)
     ok = sum(r.exit_code == 0 for r in rows)
