@@ -51,7 +51,7 @@ from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.effective import effective_schemes, file_sha256
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
-from qconvert.verify.layer_parity import layer_parity
+from qconvert.verify.layer_parity import depth_of, layer_parity
 from qconvert.verify.layerwise import layer_reports
 from qconvert.verify.output_parity import OutputsParity
 from qconvert.verify.precision import compare_precision
@@ -359,6 +359,7 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         with timings.phase("layer_parity", target.name):
             parity = layer_parity(target, artifact, qmodel, data, entry["tolerance_lsb"], session.recipe.calibration.batch_size)
         entry["layer_parity"] = parity.to_json() if parity is not None else None
+        entry["parity_depth"] = depth_of(qmodel.graph)  # what the end-to-end bound grows with
         with timings.phase("golden", target.name):
             _write_golden(target, artifact, data)
         with timings.phase("latency", target.name):

@@ -119,3 +119,25 @@ def test_accuracy_gate_without_labels_is_bad_input(digits: dict[str, Path], tmp_
     assert result.exit_code == 2, result.output
     assert "gates.max_accuracy_drop needs labelled evaluation data" in result.output
     assert not (tmp_path / "OUT").exists()
+
+
+def test_without_intermediates_the_end_to_end_bound_is_the_looser_measured_one() -> None:
+    gates = gates_for(recipe_from_text("calibration: {method: minmax}\n"), "pytorch")
+    # depth 16, tolerance 1: 2 tolerances per sqrt(depth) = 8 steps (pytorch measured 5 at depth 12 on the zoo's ResNet)
+    ok = evaluate(gates, "pytorch", None, Measured(None, None, None, parity_lsb=7.5, tolerance_lsb=1.0, depth=16))
+    bad = evaluate(gates, "pytorch", None, Measured(None, None, None, parity_lsb=8.5, tolerance_lsb=1.0, depth=16))
+    assert [(c.metric, c.limit, c.passed) for c in ok] == [("parity_lsb", 8.0, True)]
+    assert [(c.metric, c.passed) for c in bad] == [("parity_lsb", False)]
+    shallow = evaluate(gates, "pytorch", None, Measured(None, None, None, parity_lsb=1.5, tolerance_lsb=1.0, depth=0))
+    assert [(c.limit, c.passed) for c in shallow] == [(1.0, False)]
+    assert end_to_end_bound(1.0, 16, layers_checked=False) == 2 * end_to_end_bound(1.0, 16)
+
+
+def test_without_intermediates_drift_far_below_the_quantization_noise_passes() -> None:
+    gates = gates_for(recipe_from_text("calibration: {method: minmax}\n"), "tvm")
+    # 30 steps at depth 16 (bound 8): a high-gain net amplifying rounding drift, 20 dB from float, 35 dB from the simulation
+    drift = evaluate(gates, "tvm", None, Measured(None, 20.0, None, parity_lsb=30.0, tolerance_lsb=1.0, depth=16, sim_sqnr_db=35.0))
+    assert [(c.metric, c.passed) for c in drift] == [("parity_lsb", True)] and "within rounding drift" in drift[0].line()
+    # the same steps with the artifact as far from the simulation as from float: a wrong scale, not drift
+    wrong = evaluate(gates, "tvm", None, Measured(None, 20.0, None, parity_lsb=30.0, tolerance_lsb=1.0, depth=16, sim_sqnr_db=21.0))
+    assert [(c.metric, c.passed) for c in wrong] == [("parity_lsb", False)]

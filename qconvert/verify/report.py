@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qconvert.verify.gates import end_to_end_bound
 from qconvert.verify.html import render_html
 from qconvert.verify.precision import precision_lines
 
@@ -90,7 +91,12 @@ def _latency_lines(t: dict[str, Any]) -> list[str]:
 def _layer_parity_lines(t: dict[str, Any]) -> list[str]:
     lp = t.get("layer_parity")
     if not lp:
-        return ["- per-layer parity: not available for this runtime (checked end to end only)"] if "layer_parity" in t else []
+        if "layer_parity" not in t:
+            return []
+        depth = int(t.get("parity_depth") or 0)
+        bound = end_to_end_bound(float(t["tolerance_lsb"]), depth, layers_checked=False)
+        return [(f"- per-layer parity: not available for this runtime (checked end to end only: allowed {bound:.2f} steps "
+                 f"at depth {depth}, or drift well below the quantization noise)")]
     first = lp["first_divergence"]
     lines = [(f"- per-layer parity ({lp['compared']} quantized tensors, {lp['samples']} samples, each layer fed the runtime's "
               f"inputs): worst {_fmt(lp['max_lsb_error'], '.0f')} steps (tolerance {lp['tolerance_lsb']}); end to end typically within "

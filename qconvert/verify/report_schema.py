@@ -198,6 +198,7 @@ class TargetEntry(BaseModel):
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
     accumulators: AccumulatorsEntry | None = Field(None, description="Widest accumulators per layer (recipe accumulator_bits), when checked.")
     requantization: list[RequantizedLayer] | None = Field(None, description="Layers whose requantization ratios are fixed-point (recipe requantize).")
+    parity_depth: int | None = Field(None, description="Requantizations on the longest path of the simulation: the end-to-end parity bound grows with its square root.")
     layer_parity: LayerParityEntry | None = Field(
         None, description="Per-layer parity: each quantized tensor of the runtime vs the simulation of that layer fed the "
         "runtime's inputs; null where the target exposes no intermediates (checked end to end only).")
