@@ -72,6 +72,7 @@ class LayerParityRow(_Strict):
         ..., description="ok / diverged (over the tolerance) / grid (the artifact's scale, zero point or shape differ) / "
         "missing (emitted, no longer in the artifact: a dropped Q/DQ pair) / not_exposed (the runtime fused it away).")
     max_steps: Num | None = Field(..., description="Largest difference in this tensor's steps vs the simulation fed the runtime's inputs.")
+    steps: Num | None = Field(..., description="Difference all but 0.1 % of the values stay within, whole steps: what is judged.")
     off_fraction: Num | None = Field(..., description="Fraction of values more than the tolerance off.")
     differ_fraction: Num | None = Field(..., description="Fraction of values on another integer than the simulation's.")
     detail: str = Field(..., description="What differs, for status grid.")
@@ -86,7 +87,8 @@ class LayerParityEntry(_Strict):
     samples: int = Field(..., description="Evaluation samples run with the runtime's intermediates exposed.")
     depth: int = Field(..., description="Requantizations on the longest input-to-output path of the simulation.")
     compared: int = Field(..., description="Quantized tensors compared.")
-    max_lsb_error: Num | None = Field(..., description="Worst layer, steps; null when a tensor is missing or on another grid.")
+    max_lsb_error: Num | None = Field(..., description="Worst layer's 99.9th-percentile difference (steps), the gated figure; "
+                                      "null when a tensor is missing or on another grid.")
     outputs_covered: bool = Field(..., description="Every model output is the dequantized value of a compared tensor; "
                                   "when not, the end-to-end difference is gated too (within end_to_end_bound_lsb).")
     end_to_end_bound_lsb: Num = Field(..., description="End-to-end difference typical of this depth when every layer is within "

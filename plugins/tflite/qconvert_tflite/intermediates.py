@@ -156,7 +156,9 @@ def run_with_intermediates(path: Path, arrays: list[np.ndarray], mapping: Mappin
             part = [np.concatenate([p, np.zeros((short, *p.shape[1:]), p.dtype)]) for p in part]
         outs.append([o[: batch - short] for o in _invoke(m, part)])
         for node, e in present.items():
-            parts[node].append(m.interpreter.get_tensor(e["index"])[: batch - short].copy())
+            t = m.interpreter.get_tensor(e["index"])
+            # axis 0 is the batch, or (after a reshape that folds it in) batch-major rows of it
+            parts[node].append((t[: t.shape[0] * (batch - short) // batch] if short else t).copy())
     tensors = {}
     for node, e in present.items():
         s = slots[e["index"]]
