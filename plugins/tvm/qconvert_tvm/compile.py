@@ -56,7 +56,23 @@ def _relax_module(model: onnx.ModelProto) -> Any:
             warnings.simplefilter("ignore")
             return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # an ONNX op or attribute the Relax frontend does not cover
-        raise TvmCompileError(f"TVM's Relax ONNX frontend cannot import the model: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+        op = _failing_converter(e)
+        where = f" at its {op} converter" if op else ""
+        raise TvmCompileError(f"TVM's Relax ONNX frontend cannot import the model{where}: {type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0][:200]}; build this model for the onnx target (onnxruntime "
+                              "runs it), or exclude the layers that produce that op") from e
+
+
+def _failing_converter(e: BaseException) -> str | None:
+    """The ONNX op whose Relax converter raised (the innermost converter class on the traceback)."""
+    found = None
+    tb = e.__traceback__
+    while tb is not None:
+        cls = tb.tb_frame.f_locals.get("cls")
+        if isinstance(cls, type) and "onnx_frontend" in (cls.__module__ or ""):
+            found = cls.__name__
+        tb = tb.tb_next
+    return found
 
 
 def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, file_name: str, cross_compiler: str | None) -> Compiled:
