@@ -8,17 +8,16 @@ import copy
 from collections.abc import Callable, Iterable
 
 import torch
-from torch.fx import GraphModule, Node
+from torch.fx import GraphModule
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
+from qconvert.core.bias_correction import bias_param
 from qconvert.core.graph import OpKind, op_kind
 from qconvert.errors import DataError
 
 __all__ = ["correct_biases"]
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, ...]]]
-_DQ_PER_CHANNEL = torch.ops.quantized_decomposed.dequantize_per_channel.default
-_DQ_PER_TENSOR = torch.ops.quantized_decomposed.dequantize_per_tensor.default
 
 
 def _with_taps(gm: GraphModule, names: list[str]) -> GraphModule:
@@ -37,17 +36,6 @@ def _with_taps(gm: GraphModule, names: list[str]) -> GraphModule:
 def _channel_means(t: torch.Tensor) -> torch.Tensor:
     dims = [d for d in range(t.dim()) if d != 1] if t.dim() > 2 else [0]
     return t.double().mean(dim=dims)
-
-
-def _bias_int_param(qgm: GraphModule, node: Node) -> tuple[str, torch.Tensor] | None:
-    bias = node.args[2] if len(node.args) > 2 else None
-    if not isinstance(bias, Node) or bias.target not in (_DQ_PER_CHANNEL, _DQ_PER_TENSOR):
-        return None
-    src, scale = bias.args[0], bias.args[1]
-    if not (isinstance(src, Node) and src.op == "get_attr"):
-        return None
-    scale_t = getattr(qgm, scale.target) if isinstance(scale, Node) else torch.tensor([float(scale)])  # type: ignore[arg-type]
-    return str(src.target), scale_t
 
 
 def _mean_outputs(gm: GraphModule, names: list[str], batches: Batches) -> list[torch.Tensor]:
@@ -75,18 +63,17 @@ def correct_biases(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
     reference = copy.deepcopy(float_graph)
     _fuse_conv_bn_(reference)
     ref_names = {n.name for n in reference.graph.nodes if op_kind(n) == OpKind.WEIGHTED}
-    layers = [n for n in qgm.graph.nodes if op_kind(n) == OpKind.WEIGHTED and n.name in ref_names and _bias_int_param(qgm, n)]
+    layers = [n for n in qgm.graph.nodes if op_kind(n) == OpKind.WEIGHTED and n.name in ref_names and bias_param(qgm, n)]
     if not layers:
         return 0
     targets = _mean_outputs(reference, [n.name for n in layers], batches)
     for _ in range(iterations):
         for node, target in zip(layers, targets):
             (current_mean,) = _mean_outputs(qgm, [node.name], batches)
-            found = _bias_int_param(qgm, node)
+            found = bias_param(qgm, node)  # the same int32 bias lookup as the two-pass version
             assert found is not None
-            attr, scale = found
-            current = getattr(qgm, attr)
-            step = torch.round((current_mean - target) / scale.double()).long()
+            attr, current = found.attr, found.value
+            step = torch.round((current_mean - target) / found.scale).long()
             info = torch.iinfo(current.dtype)
             setattr(qgm, attr, (current.long() - step).clamp(info.min, info.max).to(current.dtype))
     return len(layers)

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 from qconvert.core.quantize import QuantizedModel
 from qconvert.targets.base import Artifact
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
-from qconvert_onnx.intermediates import map_quantized_tensors
+from qconvert_onnx.intermediates import constant_values, map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
 
@@ -149,16 +149,6 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
     )
 
 
-def _constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    values[n.output[0]] = numpy_helper.to_array(a.t)
-    return values
-
-
 def narrow_ranges(model: onnx.ModelProto, qmodel: QuantizedModel) -> int:
     """Bound sub-8-bit activations with a Clip between QuantizeLinear and its consumers.
 
@@ -175,7 +165,7 @@ def narrow_ranges(model: onnx.ModelProto, qmodel: QuantizedModel) -> int:
                 narrow[(float(np.float32(scale)), int(zp))] = (int(qmin), int(qmax))
     if not narrow:
         return 0
-    values = _constant_values(model)
+    values = constant_values(model)
     inserted = 0
     for q in [n for n in model.graph.node if n.op_type == "QuantizeLinear"]:
         scale = values.get(q.input[1])

@@ -27,10 +27,11 @@ from qconvert.targets.intermediates import Intermediates, RuntimeTensor
 if TYPE_CHECKING:
     from qconvert.core.quantize import QuantizedModel
 
-__all__ = ["expose", "map_quantized_tensors", "run_with_intermediates"]
+__all__ = ["constant_values", "expose", "map_quantized_tensors", "run_with_intermediates"]
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every initializer and Constant node output of ``model``, by tensor name."""
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for n in model.graph.node:
         if n.op_type == "Constant":
@@ -60,7 +61,7 @@ def map_quantized_tensors(model: onnx.ModelProto, qmodel: QuantizedModel) -> dic
     import torch
 
     wanted = [n for n in qmodel.graph.graph.nodes if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default]
-    consts = _constants(model)
+    consts = constant_values(model)
     clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip" and n.output[0].endswith("_narrow")}
     found = [(n, _grid(n, consts)) for n in model.graph.node if n.op_type == "QuantizeLinear"]
     mapping: dict[str, str] = {}
@@ -78,7 +79,7 @@ def map_quantized_tensors(model: onnx.ModelProto, qmodel: QuantizedModel) -> dic
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every QuantizeLinear output (and of the Clip after one): its zero point's type."""
-    consts = _constants(model)
+    consts = constant_values(model)
     types: dict[str, int] = {}
     for n in model.graph.node:
         if n.op_type == "QuantizeLinear":
@@ -103,7 +104,7 @@ def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 
 def _grids(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[float, int]]:
-    consts = _constants(model)
+    consts = constant_values(model)
     producer = {o: n for n in model.graph.node for o in n.output}
     grids: dict[str, tuple[float, int]] = {}
     for name in names:
