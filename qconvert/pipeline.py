@@ -108,6 +108,12 @@ class Session:
     #: Ranges learned in quantization-aware training (``--model`` is a QAT checkpoint): nothing is calibrated.
     learned: LearnedRanges | None = None
 
+    @property
+    def calibration_source(self) -> Callable[[], Iterator[tuple[torch.Tensor, ...]]] | None:
+        """``calibration_batches`` where the build has calibration data; None for a build from --stats or imported
+        ranges, so whatever needs the data again (bias correction, TIDL's frames) can tell there is none."""
+        return self.calibration_batches if self.calib is not None else None
+
     def calibration_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         """The calibration batches again (bias correction reads them a second time)."""
         if self.calib is None:
@@ -331,7 +337,7 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     def requantize(r: Recipe, c: Any) -> QuantizedModel:
         with timings.phase("quantize", target.name):
             return quantize(session.captured, r, stats, c, target.name, placement,
-                            calibration_batches=session.calibration_batches, weight_ranges=learned_weights)
+                            calibration_batches=session.calibration_source, weight_ranges=learned_weights)
 
     qmodel = requantize(choice.recipe, constraints)
     out_dir = tmp / target.name

@@ -83,3 +83,22 @@ def test_walk_computes_what_the_graph_computes(sample: tuple[torch.nn.Module, Ca
     walk(qgm, [Chunks([EVAL[:50], EVAL[50:]])], {last.name}, lambda n, v: seen.setdefault(n.name, v))
     with torch.no_grad():
         torch.testing.assert_close(torch.cat(list(seen[last.name])), qgm(EVAL))
+
+
+def test_bias_correction_from_saved_statistics_alone_is_refused_in_one_line(digits: dict, tmp_path: Path) -> None:
+    """A --stats build has no calibration data to read again: bias correction says so, exit 2."""
+    from click.testing import CliRunner
+
+    from qconvert.cli import main
+
+    runner = CliRunner()
+    base = ["--model", f"{digits['model']}:build", "--weights", str(digits["weights"])]
+    r = runner.invoke(main, ["calibrate", *base, "--recipe", str(digits["recipe"]), "--calib-data", str(digits["calib"]),
+                             "--out", str(tmp_path / "stats")])
+    assert r.exit_code == 0, r.output
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(digits["recipe"].read_text() + "\nbias_correction: true\n")
+    r = runner.invoke(main, ["build", *base, "--recipe", str(recipe), "--stats", str(tmp_path / "stats"),
+                             "--eval-data", str(digits["eval"]), "--target", "onnx", "--out", str(tmp_path / "OUT"), "--no-latency"])
+    assert r.exit_code == 2, r.output
+    assert "bias_correction needs the calibration data" in r.output and not (tmp_path / "OUT").exists()

@@ -88,7 +88,7 @@ def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list
                         "use metric: sqnr or give labels")
 
     def quant(r: Recipe) -> QuantizedModel:
-        return quantize(session.captured, r, stats, calibration_batches=session.calibration_batches)
+        return quantize(session.captured, r, stats, calibration_batches=session.calibration_source)
 
     def simulate(layers: tuple[str, ...]) -> FallbackStep:
         score = evaluator.score(quant(kept(base, layers, cfg.keep, keep_weight_bits)).graph)

@@ -75,7 +75,7 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
         # the schemes and placement a build for this target uses (optimize_for, fast types)
         choice = choose(r, req.target or "", fast, constraints, placement)
         return quantize(s.captured, choice.recipe, stats, constraints, req.target or "", choice.placement,
-                        calibration_batches=s.calibration_batches)
+                        calibration_batches=s.calibration_source)
 
     types = {n: type(m).__name__ for n, m in s.model.named_modules()}
     layers = candidate_layers(s.captured.graph, types)

@@ -37,8 +37,7 @@ class WrittenFrames:
 
 
 def _batches(qmodel: QuantizedModel) -> tuple[list[np.ndarray] | None, str]:
-    # a build from --stats has a calibration source that yields nothing: no frames to stream
-    if qmodel.calibration_batches is not None and next(iter(qmodel.calibration_batches()), None) is not None:
+    if qmodel.calibration_batches is not None:
         return None, ""
     note = ("calibration frames: no calibration data in this build (--stats or a QAT checkpoint); "
             f"wrote the {len(qmodel.example_inputs[0])} example inputs instead")
