@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from qconvert.core.capture import capture
+from qconvert.core.constraints import QuantConstraints
 from qconvert.core.quantize import calibrate, quantize
 from qconvert.errors import ConstraintError
 from qconvert.recipe.model import QScheme, Recipe
-from qconvert.targets.constraints import QuantConstraints
 
 QD = torch.ops.quantized_decomposed
 

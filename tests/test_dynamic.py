@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from qconvert.core.capture import capture
+from qconvert.core.constraints import QuantConstraints
 from qconvert.core.quantize import calibrate, quantize
 from qconvert.recipe import recipe_from_text
-from qconvert.targets.constraints import QuantConstraints
 
 qd = torch.ops.quantized_decomposed
 ALL = QuantConstraints(dynamic_ops=frozenset({"linear", "lstm", "gru", "embedding"}))

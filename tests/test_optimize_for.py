@@ -13,10 +13,10 @@ from torch import nn
 
 from qconvert.cli import main
 from qconvert.core.capture import capture
+from qconvert.core.constraints import QuantConstraints
+from qconvert.core.placement import DEFAULT_PLACEMENT
 from qconvert.core.quantize import calibrate, quantize
 from qconvert.recipe.model import QScheme, Recipe
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import DEFAULT_PLACEMENT
 from qconvert.targets.speed import FastTypes, choose
 from qconvert.testing import digits_build_args
 

@@ -9,10 +9,10 @@ from torch import nn
 
 import qconvert.core.quantize as quantize_module
 from qconvert.core.capture import capture
+from qconvert.core.placement import Placement
 from qconvert.core.quantize import calibrate, quantize
 from qconvert.errors import StatsError
 from qconvert.recipe.model import QScheme, Recipe
-from qconvert.targets.placement import Placement
 
 Q = torch.ops.quantized_decomposed.quantize_per_tensor.default
 CONSUMER = Placement(outputs=False, elementwise="residual_add", pool_and_concat=False, int32_bias=False, quantize_at="consumer")

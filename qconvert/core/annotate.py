@@ -25,9 +25,9 @@ from torchao.quantization.pt2e.quantizer import (
 from qconvert.core.dynamic import annotate_dynamic
 from qconvert.core.graph import OpKind, is_float_tensor, module_of, op_kind
 from qconvert.core.observer import QObserver
+from qconvert.core.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
-from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
 __all__ = ["QConvertQuantizer"]
 

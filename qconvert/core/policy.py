@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from qconvert.core.constraints import QuantConstraints
 from qconvert.core.plan import TensorQuant
 from qconvert.errors import ConstraintError, RecipeError, did_you_mean
 from qconvert.recipe.model import CalibrationConfig, LayerOverride, QScheme, Recipe, Requantize
-from qconvert.targets.constraints import QuantConstraints
 
 __all__ = ["QuantPolicy", "check_layer_names", "matches"]
 

@@ -15,17 +15,17 @@ from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.bias_analytic import correct_biases_analytic
 from qconvert.core.bias_correction import correct_biases
 from qconvert.core.capture import Captured
+from qconvert.core.constraints import QuantConstraints
 from qconvert.core.coverage import observe_consumed_tensors
 from qconvert.core.graph import attr_of, module_of
 from qconvert.core.observer import QObserver
+from qconvert.core.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.core.plan import TensorQuant
 from qconvert.core.policy import QuantPolicy
 from qconvert.core.requantize import FoldedRequantization, fold_requantization
 from qconvert.core.stats import StatsSet
 from qconvert.errors import BadInputError, DataError, StatsError
 from qconvert.recipe.model import Recipe
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 
 __all__ = ["QParamSummary", "QuantizedModel", "calibrate", "quantize"]
 

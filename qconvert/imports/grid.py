@@ -13,7 +13,9 @@ import torch
 
 from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.capture import Captured
+from qconvert.core.constraints import QuantConstraints
 from qconvert.core.observer import QObserver
+from qconvert.core.placement import Placement
 from qconvert.core.policy import QuantPolicy
 from qconvert.core.quantize import QuantizedModel
 from qconvert.core.stats import StatsSet
@@ -23,8 +25,6 @@ from qconvert.imports.ranges import grid_range
 from qconvert.imports.types import Grid
 from qconvert.qat.build import LearnedRanges, range_stats
 from qconvert.recipe.model import Recipe
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import Placement
 
 __all__ = ["GridChange", "grid_changes", "target_stats"]
 

@@ -20,6 +20,7 @@ from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
 from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.capture import Captured, capture
+from qconvert.core.constraints import QuantConstraints
 from qconvert.core.coverage import observe_consumed_tensors
 from qconvert.core.graph import module_names_of_graph
 from qconvert.core.observer import QObserver
@@ -33,7 +34,6 @@ from qconvert.qat.model import Origin, QATModel
 from qconvert.qat.rewrite import attr_of, training_graph
 from qconvert.recipe.load import load_recipe
 from qconvert.recipe.model import LayerOverride, Recipe
-from qconvert.targets.constraints import QuantConstraints
 
 __all__ = ["prepare", "prepare_captured"]
 

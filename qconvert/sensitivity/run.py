@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from qconvert.core.constraints import QuantConstraints
+from qconvert.core.placement import DEFAULT_PLACEMENT
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError
@@ -19,8 +21,6 @@ from qconvert.recipe.model import Recipe
 from qconvert.sensitivity.rank import Metric, Sensitivity, rank_layers
 from qconvert.sensitivity.simulate import Evaluator
 from qconvert.sensitivity.variants import candidate_layers
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import DEFAULT_PLACEMENT
 from qconvert.targets.registry import TargetRegistry
 from qconvert.targets.speed import choose
 

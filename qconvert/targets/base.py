@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from qconvert.core.constraints import QuantConstraints
+from qconvert.core.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.errors import RecipeError
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.targets.speed import FastTypes
 
 if TYPE_CHECKING:

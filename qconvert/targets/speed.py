@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from qconvert.core.constraints import QuantConstraints
+from qconvert.core.placement import Placement
 from qconvert.recipe.model import Granularity, Mode, OptimizeFor, QScheme, Recipe
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import Placement
 
 __all__ = ["FastTypes", "OptimizeFor", "SpeedChoice", "choose"]
 

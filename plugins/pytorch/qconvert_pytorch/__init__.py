@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qconvert.core.constraints import QuantConstraints
+from qconvert.core.placement import Placement
 from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import Placement
 from qconvert.targets.speed import FastTypes
 from qconvert_pytorch.options import PyTorchOptions
 

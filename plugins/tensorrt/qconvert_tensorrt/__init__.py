@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qconvert.core.constraints import QuantConstraints
+from qconvert.core.placement import Placement
 from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
-from qconvert.targets.constraints import QuantConstraints
-from qconvert.targets.placement import Placement
 from qconvert.targets.speed import FastTypes
 from qconvert_tensorrt.constraints import TENSORRT_PLACEMENT, TensorRTConstraints
 from qconvert_tensorrt.options import TensorRTOptions

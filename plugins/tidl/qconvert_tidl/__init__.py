@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qconvert.core.constraints import QuantConstraints
 from qconvert.targets.base import Artifact, Availability, CheckContext, ExtraChecks, Target, TargetOptions
-from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.speed import FastTypes
 from qconvert_tidl.options import TidlOptions
 

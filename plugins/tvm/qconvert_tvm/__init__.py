@@ -8,8 +8,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qconvert.core.constraints import QuantConstraints
 from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
-from qconvert.targets.constraints import QuantConstraints
 from qconvert.targets.speed import FastTypes
 from qconvert_tvm.options import TvmOptions
 
