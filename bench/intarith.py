@@ -40,7 +40,7 @@ def _artifact_outputs(session: object, stats: object, target_name: str, x: np.nd
 
 def run() -> None:
     from qconvert.core.quantize import calibrate
-    from qconvert.pipeline import _torch_batches, prepare_session
+    from qconvert.session import prepare_session, torch_batches
 
     z = np.load(DIGITS / "eval.npz")
     x, y = z["x"], z["y"]
@@ -52,7 +52,7 @@ def run() -> None:
             recipe.write_text((DIGITS / "recipe.yaml").read_text() + ("" if bits is None else f"requantize: {{multiplier_bits: {bits}}}\n"))
             s = prepare_session(f"{DIGITS / 'model.py'}:build", recipe, DIGITS / "calib.npz", DIGITS / "weights.pt", None)
             assert s.calib is not None
-            stats = calibrate(s.captured, s.recipe, _torch_batches(s.calib, 64, 256))
+            stats = calibrate(s.captured, s.recipe, torch_batches(s.calib, 64, 256))
             onnx_out, onnx_sim, _ = _artifact_outputs(s, stats, "onnx", x)
             tfl_out, tfl_sim, step = _artifact_outputs(s, stats, "tflite", x)
         acc = lambda o: 100.0 * float(np.mean(o.argmax(1) == y))

@@ -123,8 +123,8 @@ def calibrate(model: ModelSource | Path, recipe: RecipeSource, calib_data: Any, 
     from qconvert.core.distributed import current_shard, gather_stats, shard_batches
     from qconvert.core.quantize import calibrate as run_calibrate
     from qconvert.io.outdir import check_out_dir, staged_dir
-    from qconvert.pipeline import _torch_batches, prepare_session
     from qconvert.results import Calibration
+    from qconvert.session import prepare_session, torch_batches
 
     shard = current_shard()
     if out is not None:
@@ -136,7 +136,7 @@ def calibrate(model: ModelSource | Path, recipe: RecipeSource, calib_data: Any, 
                         Path(weights) if weights is not None else None, tuple(input_shape) if input_shape is not None else None)
     assert s.calib is not None
     c = s.recipe.calibration
-    batches = shard_batches(_torch_batches(s.calib, c.batch_size, c.num_samples), shard)
+    batches = shard_batches(torch_batches(s.calib, c.batch_size, c.num_samples), shard)
     stats = gather_stats(run_calibrate(s.captured, s.recipe, batches), shard)
     if stats is None:
         return Calibration(None, 0, 0)  # a secondary torchrun rank: its statistics went to rank 0

@@ -14,8 +14,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from qconvert import __version__
 from qconvert.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_TARGET_UNAVAILABLE, BadInputError, GateFailedError, QConvertError
+from qconvert.version import __version__
 
 if TYPE_CHECKING:
     from qconvert.progress import TerminalProgress

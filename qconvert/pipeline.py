@@ -7,10 +7,9 @@ at the end, so a failed build never leaves a half-written OUT behind.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import qconvert
-from qconvert.core.capture import Captured, capture
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
-from qconvert.core.equalize import equalize
-from qconvert.core.graph import module_names_of_graph
 from qconvert.core.outputs import flatten
-from qconvert.core.policy import check_layer_names
 from qconvert.core.quantize import QuantizedModel, calibrate, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError
@@ -37,13 +31,14 @@ from qconvert.io.data import Dataset
 from qconvert.io.outdir import check_out_dir, staged_dir
 from qconvert.io.sources import DataSource, ModelSource, RecipeSource, data_names, model_label, open_data, open_model, open_recipe
 from qconvert.progress import track
-from qconvert.qat.build import LearnedRanges, open_for_build
+from qconvert.qat.build import open_for_build
 from qconvert.qat.checkpoint import is_checkpoint_ref
 from qconvert.quiet import save_log
 from qconvert.recipe.load import recipe_hash
 from qconvert.recipe.model import Recipe
 from qconvert.recipe.plugins import check_recipe_targets, gate_warnings
 from qconvert.sensitivity.fallback import run_fallback
+from qconvert.session import Session, example_inputs, prepare_session, torch_batches
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.registry import TargetRegistry
 from qconvert.targets.speed import choose
@@ -57,8 +52,9 @@ from qconvert.verify.output_parity import OutputsParity
 from qconvert.verify.precision import compare_precision
 from qconvert.verify.references import FloatReferences
 from qconvert.verify.report import write_reports
+from qconvert.version import __version__
 
-__all__ = ["BuildRequest", "BuildResult", "Session", "build", "prepare_session"]
+__all__ = ["BuildRequest", "BuildResult", "build"]
 
 GOLDEN_SAMPLES = 8
 #: Batch sizes at which every runnable artifact is timed against the float model.
@@ -94,88 +90,6 @@ class BuildResult:
     secondary: bool = False
     #: Things the user should know that did not stop the build (a target_gates entry for a target not built).
     warnings: tuple[str, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class Session:
-    """What every command needs before quantizing: recipe, model, data, capture."""
-
-    recipe: Recipe
-    recipe_path: Path
-    model: torch.nn.Module
-    captured: Captured
-    calib: Dataset | None
-    #: Ranges learned in quantization-aware training (``--model`` is a QAT checkpoint): nothing is calibrated.
-    learned: LearnedRanges | None = None
-
-    @property
-    def calibration_source(self) -> Callable[[], Iterator[tuple[torch.Tensor, ...]]] | None:
-        """``calibration_batches`` where the build has calibration data; None for a build from --stats or imported
-        ranges, so whatever needs the data again (bias correction, TIDL's frames) can tell there is none."""
-        return self.calibration_batches if self.calib is not None else None
-
-    def calibration_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The calibration batches again (bias correction reads them a second time)."""
-        if self.calib is None:
-            return iter(())
-        c = self.recipe.calibration
-        return _torch_batches(self.calib, c.batch_size, c.num_samples)
-
-
-def prepare_session(model_ref: ModelSource, recipe_path: RecipeSource, calib_data: DataSource | None, weights: Path | None,
-                    input_shape: tuple[int, ...] | None, data_for_shape: DataSource | None = None,
-                    model: torch.nn.Module | None = None) -> Session:
-    recipe, recipe_path = open_recipe(recipe_path)
-    model = model if model is not None else open_model(model_ref, weights)
-    shape_source = calib_data if calib_data is not None else data_for_shape
-    names = data_names(model, shape_source)
-    calib = open_data(calib_data, names, recipe.preprocess) if calib_data is not None else None
-    example = _example_inputs(recipe, input_shape, calib if calib else (open_data(data_for_shape, names, recipe.preprocess) if data_for_shape is not None else None), names)
-    _check_fits(model, example, model_label(model_ref))
-    captured = capture(model, example)
-    check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
-    if recipe.equalization:
-        captured, _ = equalize(captured)
-    return Session(recipe, recipe_path, model, captured, calib)
-
-
-def _example_inputs(recipe: Recipe, input_shape: tuple[int, ...] | None, data: Dataset | None, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
-    shape = input_shape or recipe.input_shape
-    if data is not None:
-        first = next(data.batches(2, limit=2)).inputs
-        if shape is not None and tuple(first[0].shape[1:]) != tuple(shape[1:]):
-            raise DataError(
-                f"{data.path}: samples have shape {tuple(first[0].shape[1:])} but the input shape is {tuple(shape[1:])} "
-                "(batch excluded); fix --input-shape / recipe input_shape or the data"
-            )
-        ex = tuple(torch.from_numpy(np.array(a)) for a in first)
-        if ex[0].shape[0] < 2:
-            ex = tuple(torch.cat([t, t]) for t in ex)
-        return ex
-    if shape is None:
-        raise DataError("no input shape: pass --input-shape N,C,H,W, set input_shape in the recipe, or give data")
-    return (torch.randn(2, *shape[1:]),)
-
-
-def _check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...], model_ref: str = "") -> None:
-    try:
-        with torch.no_grad():
-            model(*example)
-    except Exception as e:
-        shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}".replace("torch.", "") for t in example)
-        fixed = re.search(r"size\(\)\[0\] == (\d+)", str(e))
-        if model_ref.endswith(".pt2") and fixed:
-            raise DataError(
-                f"{model_ref} was exported with a fixed batch of {fixed.group(1)}; qconvert runs the model at several batch "
-                "sizes: export it again with a dynamic batch, e.g. torch.export.export(model, (x,), "
-                "dynamic_shapes=({0: torch.export.Dim('batch')},)), and save that"
-            ) from e
-        raise DataError(f"the model cannot run on inputs of shape {shapes}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-
-
-def _torch_batches(data: Dataset, batch_size: int, limit: int | None) -> Iterator[tuple[torch.Tensor, ...]]:
-    for b in data.batches(batch_size, limit):
-        yield tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
 
 
 def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lambda _: None) -> BuildResult:
@@ -277,7 +191,7 @@ def _imported_session(req: BuildRequest, importer: Importer, model: torch.nn.Mod
                                                                                   Path(f"(recipe imported from {importer.name})"))
     names = data_names(model, req.eval_data)
     data = open_data(req.eval_data, names, recipe.preprocess) if req.eval_data is not None else None
-    example = _example_inputs(recipe, req.input_shape, data, names)
+    example = example_inputs(recipe, req.input_shape, data, names)
     b = import_for_build(importer, model, recipe, example, calib_data=req.calib_data, stats=req.stats)  # type: ignore[arg-type]
     return Session(b.recipe, recipe_path, b.reference, b.captured, None, learned=b.learned)
 
@@ -294,7 +208,7 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
     assert session.calib is not None
     c = session.recipe.calibration
     progress(f"calibrate on {min(c.num_samples, session.calib.size)} samples" + (f" across {shard.world} ranks" if shard.world > 1 else ""))
-    batches = shard_batches(_torch_batches(session.calib, c.batch_size, c.num_samples), shard)
+    batches = shard_batches(torch_batches(session.calib, c.batch_size, c.num_samples), shard)
     bar = -(-min(c.num_samples, session.calib.size) // c.batch_size) if shard.world == 1 else 0
     return gather_stats(calibrate(session.captured, session.recipe, track(batches, bar, "calibrate")), shard)
 
@@ -304,7 +218,7 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
 def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_acc: float | None, eval_data: Dataset) -> dict[str, Any]:
     r = session.recipe
     return {
-        "qconvert_version": qconvert.__version__,
+        "qconvert_version": __version__,
         "torch_version": torch.__version__,
         "model": model_label(req.model),
         "recipe": str(session.recipe_path),
@@ -395,7 +309,7 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         entry["requantization"] = [f.to_json() for f in qmodel.requantization]
     if wants_accumulator_check(qmodel):  # on the calibration data; a --stats build has only the evaluation data
         c = session.recipe.calibration
-        batches = session.calibration_batches() if session.calib is not None else _torch_batches(data, c.batch_size, c.num_samples)
+        batches = session.calibration_batches() if session.calib is not None else torch_batches(data, c.batch_size, c.num_samples)
         with timings.phase("accumulators", target.name):
             entry["accumulators"] = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
     _write_manifest(target, artifact, qmodel, entry, options, _recipe_file_sha256(session))
@@ -450,7 +364,7 @@ def _write_golden(target: Target, artifact: Artifact, data: Dataset) -> None:
 def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: dict[str, Any], options: TargetOptions,
                     recipe_file_sha256: str | None = None) -> None:
     manifest = {
-        "qconvert_version": qconvert.__version__,
+        "qconvert_version": __version__,
         "torch_version": torch.__version__,
         "target": target.name,
         "runtime": entry["runtime"],

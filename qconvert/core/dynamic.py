@@ -15,7 +15,7 @@ warning.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch.fx import Node
@@ -24,12 +24,10 @@ from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
 from qconvert.core.graph import OpKind, is_float_tensor, module_of, op_kind
 from qconvert.core.plan import TensorQuant
+from qconvert.core.policy import QuantPolicy
 from qconvert.core.scheme import int_range
 
-if TYPE_CHECKING:
-    from qconvert.core.annotate import QConvertQuantizer
-
-__all__ = ["DYNAMIC_OPS", "annotate_dynamic", "dynamic_op", "dynamic_spec"]
+__all__ = ["DYNAMIC_OPS", "Annotator", "annotate_dynamic", "dynamic_op", "dynamic_spec"]
 
 aten = torch.ops.aten
 
@@ -40,6 +38,18 @@ DYNAMIC_OPS: dict[Any, str] = {
     aten.gru.input: "gru",
     aten.embedding.default: "embedding",
 }
+
+
+class Annotator(Protocol):
+    """What dynamic annotation uses of the quantizer (``qconvert.core.annotate.QConvertQuantizer``),
+    declared here so that this module does not import the quantizer that calls it."""
+
+    policy: QuantPolicy
+    decisions: dict[str, TensorQuant]
+
+    def make_spec(self, tq: TensorQuant) -> QuantizationSpec: ...
+
+    def _set(self, node: Node, inputs: dict[Node, Any], output: Any) -> None: ...
 
 
 def dynamic_op(node: Node) -> str | None:
@@ -62,7 +72,7 @@ def dynamic_spec(tq: TensorQuant) -> QuantizationSpec:
     )
 
 
-def annotate_dynamic(q: QConvertQuantizer, node: Node) -> None:
+def annotate_dynamic(q: Annotator, node: Node) -> None:
     """Annotate one node of a dynamic layer (a no-op for ops dynamic quantization leaves float)."""
     op = dynamic_op(node)
     module = module_of(node)
@@ -79,7 +89,7 @@ def annotate_dynamic(q: QConvertQuantizer, node: Node) -> None:
         _weights(q, node, module, _rnn_weights(node))
 
 
-def _linear(q: QConvertQuantizer, node: Node, module: str) -> None:
+def _linear(q: Annotator, node: Node, module: str) -> None:
     x, w = node.args[0], node.args[1]
     if not (isinstance(x, Node) and is_float_tensor(x) and isinstance(w, Node)):
         return
@@ -89,7 +99,7 @@ def _linear(q: QConvertQuantizer, node: Node, module: str) -> None:
     _weights(q, node, module, [w])
 
 
-def _weights(q: QConvertQuantizer, node: Node, module: str, weights: list[Any]) -> None:
+def _weights(q: Annotator, node: Node, module: str, weights: list[Any]) -> None:
     inputs: dict[Node, Any] = {}
     for w in weights:
         if not (isinstance(w, Node) and is_float_tensor(w)):

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-import qconvert
 from qconvert.core.capture import Captured, graph_fingerprint
 from qconvert.errors import BadInputError, ModelLoadError
 from qconvert.qat.model import Origin, QATModel
 from qconvert.recipe.model import Recipe
+from qconvert.version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "QATCheckpoint", "is_checkpoint_ref", "load", "read", "save"]
 
@@ -109,7 +109,7 @@ def _payload(model: QATModel) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "qconvert_version": qconvert.__version__,
+        "qconvert_version": __version__,
         "torch_version": str(torch.__version__),
         "recipe": origin.recipe.model_dump_json(),
         "program": _program_bytes(model.origin, model.float_state()),

@@ -31,7 +31,7 @@ from qconvert.verify.gates import GateCheck, evaluate, gates_for
 from qconvert.verify.references import FloatReferences
 
 if TYPE_CHECKING:
-    from qconvert.pipeline import Session
+    from qconvert.session import Session
 
 __all__ = ["FallbackResult", "FallbackStep", "run_fallback", "write_recipe"]
 

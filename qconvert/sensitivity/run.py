@@ -48,7 +48,7 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     Raises:
         DataError: no statistics source, or ``metric='accuracy'`` on unlabelled data.
     """
-    from qconvert.pipeline import _torch_batches, prepare_session
+    from qconvert.session import prepare_session, torch_batches
 
     if req.calib_data is None and req.stats is None:
         raise DataError("no calibration data: pass --calib-data, or --stats from an earlier 'qconvert calibrate'")
@@ -65,7 +65,7 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     else:
         assert s.calib is not None
         c = recipe.calibration
-        batches = track(_torch_batches(s.calib, c.batch_size, c.num_samples), -(-min(c.num_samples, s.calib.size) // c.batch_size), "calibrate")
+        batches = track(torch_batches(s.calib, c.batch_size, c.num_samples), -(-min(c.num_samples, s.calib.size) // c.batch_size), "calibrate")
         stats = calibrate(s.captured, recipe, batches)
     evaluator = Evaluator(s.model, data, recipe.calibration.batch_size, req.samples)
     if req.metric == "accuracy" and not evaluator.labelled:

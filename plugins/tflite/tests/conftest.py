@@ -8,7 +8,7 @@ import pytest
 
 from qconvert.core.quantize import QuantizedModel, quantize
 from qconvert.core.stats import StatsSet
-from qconvert.pipeline import Session, prepare_session
+from qconvert.session import Session, prepare_session
 
 
 def _target():  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from qconvert.core.quantize import QuantizedModel, quantize
 from qconvert.core.stats import StatsSet
 from qconvert.errors import ConstraintError, RecipeError
 from qconvert.io.model import load_model
-from qconvert.pipeline import Session
+from qconvert.session import Session
 from qconvert.testing import digits_build_args
 
 ROOT = Path(__file__).resolve().parents[3]

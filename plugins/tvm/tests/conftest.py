@@ -8,7 +8,7 @@ import pytest
 
 from qconvert.core.quantize import QuantizedModel, quantize
 from qconvert.core.stats import StatsSet
-from qconvert.pipeline import prepare_session
+from qconvert.session import prepare_session
 
 
 @pytest.fixture(scope="session")
