@@ -38,7 +38,7 @@ import numpy as np
 
 from qconvert.core.accumulator import signed_bits
 
-__all__ = ["Fixed", "IntSim", "Rounding", "UnsupportedGraph", "round_div", "shift_round"]
+__all__ = ["Fixed", "IntSim", "Ref", "Rounding", "Step", "UnsupportedGraph", "round_div", "shift_round"]
 
 Rounding = Literal["tidl", "torch"]
 
@@ -100,7 +100,9 @@ def _exp_of(scale: float, where: str) -> int:
 
 
 @dataclass
-class _Step:
+class Step:
+    """One value of the integer program: ``fn(sim, name, *args, **kwargs)`` with ``Ref`` arguments resolved."""
+
     name: str
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -111,21 +113,14 @@ class _Step:
 class IntSim:
     """An integer program compiled from a Q/DQ ``GraphModule``; ``run`` needs numpy only.
 
-    Build it with ``IntSim.from_graph(qmodel.graph)``.
+    Build it with ``qconvert_tidl.intsim_compile.compile_graph(qmodel.graph)``.
     """
 
     inputs: tuple[str, ...]
-    steps: list[_Step]
+    steps: list[Step]
     outputs: tuple[str, ...]
     rounding: Rounding = "tidl"
     accumulator_bits: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_graph(cls, gm: Any, rounding: Rounding = "tidl") -> IntSim:
-        from qconvert_tidl.intsim_compile import compile_graph
-
-        inputs, steps, outputs = compile_graph(gm)
-        return cls(inputs, steps, outputs, rounding)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Float outputs (dequantized) for float inputs, in graph output order."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of the graph
 from torch.fx import GraphModule, Node
 
 from qconvert.core.graph import attr_of
@@ -135,14 +136,14 @@ def _arg(a: Any, gm: GraphModule) -> Any:
     return a
 
 
-def compile_graph(gm: GraphModule) -> tuple[tuple[str, ...], list[Any], tuple[str, ...]]:
-    """Inputs, steps and outputs of the integer program for a Q/DQ graph.
+def compile_graph(gm: GraphModule, rounding: S.Rounding = "tidl") -> S.IntSim:
+    """The integer program of a Q/DQ graph: one ``Step`` per op, run with ``rounding``.
 
     Raises:
         UnsupportedGraph: an op of the graph has no exact integer meaning here.
     """
     inputs: list[str] = []
-    steps: list[Any] = []
+    steps: list[S.Step] = []
     outputs: tuple[str, ...] = ()
     for n in gm.graph.nodes:
         if n.op == "placeholder":
@@ -153,10 +154,10 @@ def compile_graph(gm: GraphModule) -> tuple[tuple[str, ...], list[Any], tuple[st
             fn = _OPS.get(n.target)
             if fn is None:
                 raise S.UnsupportedGraph(f"node '{n.name}': op {n.target} has no integer simulation")
-            steps.append(S._Step(n.name, fn, tuple(_arg(a, gm) for a in n.args), {k: _arg(v, gm) for k, v in n.kwargs.items()}))
+            steps.append(S.Step(n.name, fn, tuple(_arg(a, gm) for a in n.args), {k: _arg(v, gm) for k, v in n.kwargs.items()}))
         elif n.op == "output":
             outs = n.args[0] if isinstance(n.args[0], (list, tuple)) else (n.args[0],)
             outputs = tuple(o.name for o in outs)
         else:
             raise S.UnsupportedGraph(f"node '{n.name}': {n.op} {n.target} has no integer simulation")
-    return tuple(inputs), steps, outputs
+    return S.IntSim(tuple(inputs), steps, outputs, rounding)

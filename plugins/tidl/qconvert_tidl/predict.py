@@ -26,6 +26,7 @@ from qconvert.targets.base import Artifact, CheckContext, DeviceFigures, ExtraCh
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert_tidl.constraints import tidl_constraints
 from qconvert_tidl.intsim import IntSim, UnsupportedGraph
+from qconvert_tidl.intsim_compile import compile_graph
 from qconvert_tidl.lint import lint_model
 from qconvert_tidl.options import TidlOptions
 from qconvert_tidl.runtime import run_onnx, run_tflite
@@ -148,7 +149,7 @@ def _predict(qmodel: QuantizedModel, options: TidlOptions, ctx: CheckContext,
     rows = [PredictionRow("float", "-", "float", float_acc.result(), None, None)]
     for name, ranges, weights, recipe, opts in _variants(qmodel.recipe, options, bias_correction):
         qm = ctx.requantize(recipe, tidl_constraints(opts))
-        rows.append(_row(name, ranges, weights, IntSim.from_graph(qm.graph, "tidl"), qm, batches, refs))
+        rows.append(_row(name, ranges, weights, compile_graph(qm.graph, "tidl"), qm, batches, refs))
     row, exact = _this_build(qmodel, batches, refs)
     rows.append(row)
     return rows, exact
@@ -172,7 +173,7 @@ def _row(name: str, ranges: str, weights: str, sim: IntSim, qm: QuantizedModel, 
 
 def _this_build(qmodel: QuantizedModel, batches: list[Any], refs: list[np.ndarray]) -> tuple[PredictionRow, Exactness]:
     """This build's row, and its simulation against both torch references, in one pass."""
-    sim = IntSim.from_graph(qmodel.graph, "tidl")
+    sim = compile_graph(qmodel.graph, "tidl")
     tidl_torch = tidl_rounding_graph(qmodel.graph)
     scale = qmodel.output_scales()[0] or 1.0
     acc, cmp = AccuracyAccumulator(), CompareAccumulator()

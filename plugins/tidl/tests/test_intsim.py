@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from qconvert_tidl.constraints import tidl_constraints
-from qconvert_tidl.intsim import IntSim, UnsupportedGraph, round_div, shift_round
+from qconvert_tidl.intsim import UnsupportedGraph, round_div, shift_round
+from qconvert_tidl.intsim_compile import compile_graph
 from qconvert_tidl.options import TidlOptions
 from qconvert_tidl.torchsim import tidl_rounding_graph
 from torch import nn
@@ -62,7 +63,7 @@ def _qmodel(per_channel_dw: bool, bits: int = 8):  # type: ignore[no-untyped-def
 @pytest.mark.parametrize("per_channel_dw", [False, True], ids=["per-tensor", "per-channel-depthwise"])
 def test_torch_rounding_mode_reproduces_the_core_simulation_bit_for_bit(per_channel_dw: bool) -> None:
     qm, x = _qmodel(per_channel_dw)
-    (out,) = IntSim.from_graph(qm.graph, "torch").run({"x": x.numpy()})
+    (out,) = compile_graph(qm.graph, "torch").run({"x": x.numpy()})
     with torch.no_grad():
         ref = qm.graph(x).numpy()
     np.testing.assert_array_equal(out, ref)
@@ -70,7 +71,7 @@ def test_torch_rounding_mode_reproduces_the_core_simulation_bit_for_bit(per_chan
 
 def test_tidl_rounding_matches_the_tidl_rounding_torch_model_and_differs_from_torch_rounding() -> None:
     qm, x = _qmodel(True)
-    (out,) = IntSim.from_graph(qm.graph, "tidl").run({"x": x.numpy()})
+    (out,) = compile_graph(qm.graph, "tidl").run({"x": x.numpy()})
     with torch.no_grad():
         ref = tidl_rounding_graph(qm.graph)(x).numpy()
         core = qm.graph(x).numpy()
@@ -81,7 +82,7 @@ def test_tidl_rounding_matches_the_tidl_rounding_torch_model_and_differs_from_to
 
 def test_sixteen_bit_activations_run_exactly_within_float32_reach() -> None:
     qm, x = _qmodel(False, bits=16)
-    (out,) = IntSim.from_graph(qm.graph, "torch").run({"x": x[:20].numpy()})
+    (out,) = compile_graph(qm.graph, "torch").run({"x": x[:20].numpy()})
     with torch.no_grad():
         ref = qm.graph(x[:20]).numpy()
     scale = qm.output_scales()[0]
@@ -97,4 +98,4 @@ def test_an_op_without_integer_meaning_is_refused_by_name() -> None:
     cap = capture(net, (x[:2],))
     qm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)]), tidl_constraints(TidlOptions()), "tidl")
     with pytest.raises(UnsupportedGraph, match="softmax"):
-        IntSim.from_graph(qm.graph)
+        compile_graph(qm.graph)
