@@ -19,7 +19,7 @@ import torch
 
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
 from qconvert.core.outputs import flatten
-from qconvert.core.quantize import QuantizedModel, calibrate, quantize
+from qconvert.core.quantize import QuantizedModel, calibrate
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError
 from qconvert.imports.distiller import is_distiller_stats, read_distiller_stats
@@ -40,8 +40,8 @@ from qconvert.recipe.plugins import check_recipe_targets, gate_warnings
 from qconvert.sensitivity.fallback import run_fallback
 from qconvert.session import Session, example_inputs, prepare_session, torch_batches
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
+from qconvert.targets.plan import plan_for
 from qconvert.targets.registry import TargetRegistry
-from qconvert.targets.speed import choose
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.effective import effective_schemes, file_sha256
@@ -241,17 +241,15 @@ def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_a
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path,
                   measure_latency: bool, refs: FloatReferences, timings: Timings) -> tuple[dict[str, Any], QuantizedModel]:
     """The target's report entry (without ``layers``, which the build adds for all targets at once) and its Q/DQ model."""
-    constraints = target.constraints(options)
-    choice = choose(session.recipe, target.name, target.fast_types(options), constraints, target.placement(options))
-    placement = choice.placement
+    plan = plan_for(session.recipe, target, options)  # this target's effective schemes, constraints and placement
+    constraints, choice, placement = plan.constraints, plan.choice, plan.placement
     if session.learned is not None:  # imported grids: this target's ranges for them, or a refusal naming the tensor
         stats = target_stats(session.learned, session.captured, choice.recipe, constraints, target.name, placement)
     learned_weights = session.learned.weights if session.learned else None
 
     def requantize(r: Recipe, c: Any) -> QuantizedModel:
         with timings.phase("quantize", target.name):
-            return quantize(session.captured, r, stats, c, target.name, placement,
-                            calibration_batches=session.calibration_source, weight_ranges=learned_weights)
+            return plan.quantize(session.captured, stats, session.calibration_source, learned_weights, recipe=r, constraints=c)
 
     qmodel = requantize(choice.recipe, constraints)
     out_dir = tmp / target.name

@@ -76,12 +76,11 @@ def prepare(model: nn.Module, recipe: Recipe | str | Path, example_inputs: tuple
 
 
 def _as_built_for(recipe: Recipe, name: str) -> Recipe:
+    from qconvert.targets.plan import plan_for
     from qconvert.targets.registry import TargetRegistry
-    from qconvert.targets.speed import choose
 
     target = TargetRegistry().get(name)
-    options = target.parse_options(recipe.targets.get(name))
-    return choose(recipe, name, target.fast_types(options), target.constraints(options), target.placement(options)).recipe
+    return plan_for(recipe, target, target.parse_options(recipe.targets.get(name))).recipe
 
 
 def prepare_captured(captured: Captured, recipe: Recipe, stats: StatsSet | None = None,

@@ -10,9 +10,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.core.placement import DEFAULT_PLACEMENT
-from qconvert.core.quantize import QuantizedModel, calibrate, quantize
+from qconvert.core.quantize import QuantizedModel, calibrate
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError
 from qconvert.io.sources import DataSource, ModelSource, RecipeSource, open_data
@@ -21,8 +19,8 @@ from qconvert.recipe.model import Recipe
 from qconvert.sensitivity.rank import Metric, Sensitivity, rank_layers
 from qconvert.sensitivity.simulate import Evaluator
 from qconvert.sensitivity.variants import candidate_layers
+from qconvert.targets.plan import plan_for
 from qconvert.targets.registry import TargetRegistry
-from qconvert.targets.speed import choose
 
 __all__ = ["SensitivityRequest", "run_sensitivity", "sensitivity_table"]
 
@@ -55,11 +53,8 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     s = prepare_session(req.model, req.recipe, req.calib_data, req.weights, req.input_shape, req.eval_data)
     recipe: Recipe = s.recipe
     data = open_data(req.eval_data, s.captured.input_names, recipe.preprocess)
-    constraints, placement, fast = QuantConstraints(), DEFAULT_PLACEMENT, None
-    if req.target is not None:
-        t = registry.get(req.target)
-        options = t.parse_options(recipe.targets.get(t.name), str(s.recipe_path))
-        constraints, placement, fast = t.constraints(options), t.placement(options), t.fast_types(options)
+    target = registry.get(req.target) if req.target is not None else None
+    options = target.parse_options(recipe.targets.get(target.name), str(s.recipe_path)) if target is not None else None
     if req.stats is not None:
         stats = StatsSet.load(req.stats)
     else:
@@ -71,17 +66,14 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     if req.metric == "accuracy" and not evaluator.labelled:
         raise DataError(f"{req.eval_data}: --metric accuracy needs labels ('y' in the .npz); use --metric sqnr")
 
-    def quant(r: Recipe) -> QuantizedModel:
-        # the schemes and placement a build for this target uses (optimize_for, fast types)
-        choice = choose(r, req.target or "", fast, constraints, placement)
-        return quantize(s.captured, choice.recipe, stats, constraints, req.target or "", choice.placement,
-                        calibration_batches=s.calibration_source)
+    def quant(r: Recipe) -> QuantizedModel:  # what a build for this target quantizes each variant with
+        return plan_for(r, target, options).quantize(s.captured, stats, s.calibration_source)
 
     types = {n: type(m).__name__ for n, m in s.model.named_modules()}
     layers = candidate_layers(s.captured.graph, types)
     done = iter(track(range(len(layers)), len(layers), "sensitivity"))
     return rank_layers(recipe, layers, quant, evaluator, req.metric, req.keep, progress=lambda _: next(done, None),
-                       keep_weight_bits=constraints.max_weight_bits)
+                       keep_weight_bits=plan_for(recipe, target, options).constraints.max_weight_bits)
 
 
 def sensitivity_table(sens: Sensitivity) -> str:
