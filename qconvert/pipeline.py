@@ -14,11 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
-from qconvert.core.outputs import flatten
 from qconvert.core.quantize import QuantizedModel, calibrate
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError, RecipeError, TargetUnavailableError
@@ -48,15 +46,14 @@ from qconvert.verify.effective import effective_schemes, file_sha256
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layer_parity import depth_of, layer_parity
 from qconvert.verify.layerwise import layer_reports
-from qconvert.verify.output_parity import OutputsParity
 from qconvert.verify.precision import compare_precision
 from qconvert.verify.references import FloatReferences
 from qconvert.verify.report import write_reports
+from qconvert.verify.run_artifact import verify_outputs, write_golden
 from qconvert.version import __version__
 
 __all__ = ["BuildRequest", "BuildResult", "build"]
 
-GOLDEN_SAMPLES = 8
 #: Batch sizes at which every runnable artifact is timed against the float model.
 LATENCY_BATCHES = (1, 16)
 Progress = Callable[[str], None]
@@ -273,13 +270,13 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         entry["imported_grid"] = {"tool": session.learned.imported.tool, "tensors": len(session.learned.imported.tensors),
                                   "changed": [c.to_json() for c in changes], "notes": list(session.learned.imported.notes)}
     if artifact.runnable:
-        entry.update(_verify(target, artifact, qmodel, refs, data, timings))
+        entry.update(verify_outputs(target, artifact, qmodel, refs, data, timings))
         with timings.phase("layer_parity", target.name):
             parity = layer_parity(target, artifact, qmodel, data, entry["tolerance_lsb"], session.recipe.calibration.batch_size)
         entry["layer_parity"] = parity.to_json() if parity is not None else None
         entry["parity_depth"] = depth_of(qmodel.graph)  # what the end-to-end bound grows with
         with timings.phase("golden", target.name):
-            _write_golden(target, artifact, data)
+            write_golden(target, artifact, data)
         with timings.phase("latency", target.name):
             latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES) if measure_latency else None
         entry["latency"] = latency.to_json() if latency is not None else None
@@ -316,47 +313,6 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
 
 def _recipe_file_sha256(session: Session) -> str | None:
     return file_sha256(session.recipe_path) if session.recipe_path.is_file() else None
-
-
-def _verify(target: Target, artifact: Artifact, qmodel: QuantizedModel, refs: FloatReferences, data: Dataset,
-            timings: Timings) -> dict[str, Any]:
-    """Every output of the artifact in its runtime against the simulation and the float model.
-
-    The top-level ``vs_simulation`` is the output farthest from the simulation (what the parity
-    gate judges), ``vs_float`` and accuracy are the first output's; ``outputs`` has each one.
-    """
-    # A float output (TensorRT's logits) is measured in the step it would have as this target's activation.
-    parity = OutputsParity(qmodel.captured.output_names, qmodel.parity_steps(), qmodel.output_scales())
-    with torch.no_grad():
-        bs = refs.batch_size
-        for b, float_outs in track(refs.with_batches(data), -(-data.size // bs), f"{target.name}: verify"):
-            tensors = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-            with timings.phase("simulation", target.name):
-                sim = [t.numpy() for t in flatten(qmodel.graph(*tensors))]
-            with timings.phase("runtime_run", target.name):
-                out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))
-            parity.update(list(float_outs), sim, out, b.labels)
-    r = parity.result()
-    return {
-        "accuracy": r.accuracy,
-        "simulation_accuracy": r.simulation_accuracy,
-        "output_scale": r.primary.output_scale,
-        "parity_step": r.worst_parity.parity_step,
-        "vs_simulation": r.worst_parity.vs_simulation.to_json(),
-        "vs_float": r.primary.vs_float.to_json(),
-        "outputs": [o.to_json() for o in r.outputs],
-    }
-
-
-def _write_golden(target: Target, artifact: Artifact, data: Dataset) -> None:
-    golden = artifact.directory / "golden"
-    golden.mkdir()
-    b = next(data.batches(GOLDEN_SAMPLES, limit=GOLDEN_SAMPLES))
-    inputs = dict(zip(artifact.input_names, b.inputs))
-    for name, a in inputs.items():
-        np.save(golden / f"input_{name}.npy", a)
-    for name, o in zip(artifact.output_names, target.run(artifact, inputs)):
-        np.save(golden / f"output_{name}.npy", o)
 
 
 def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: dict[str, Any], options: TargetOptions,

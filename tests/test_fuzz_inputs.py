@@ -245,9 +245,9 @@ def test_out_under_missing_directories_is_created_and_removed_on_failure(valid_i
 # --- Ctrl-C -------------------------------------------------------------------------------------
 
 INTERRUPT_AT = {
-    "capturing the model": "qconvert.pipeline.capture",
+    "capturing the model": "qconvert.session.capture",
     "calibrating": "qconvert.pipeline.calibrate",
-    "emitting a target": "qconvert.pipeline._write_golden",
+    "emitting a target": "qconvert.pipeline.write_golden",
     "writing the reports": "qconvert.pipeline.write_reports",
     "moving OUT into place": "pathlib.Path.rename",
 }
