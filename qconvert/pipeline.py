@@ -38,7 +38,7 @@ from qconvert.recipe.plugins import check_recipe_targets, gate_warnings
 from qconvert.sensitivity.fallback import run_fallback
 from qconvert.session import Session, example_inputs, prepare_session, torch_batches
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
-from qconvert.targets.plan import plan_for
+from qconvert.targets.plan import plan_for, planner
 from qconvert.targets.registry import TargetRegistry
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
@@ -136,9 +136,10 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         if recipe.auto_fallback is None:
             checks = build_all(session)
         else:
-            weight_bits = min(t.constraints(options[t.name]).max_weight_bits for t in targets)  # int16 keeps: 16x8 on tflite
+            plans = {t.name: planner(t, options[t.name]) for t in targets}  # the search screens every variant per target
+            weight_bits = min(p(recipe).constraints.max_weight_bits for p in plans.values())  # int16 keeps: 16x8 on tflite
             with timings.phase("fallback_search"):
-                checks, fallback = run_fallback(session, stats, eval_data, [t.name for t in targets], build_all, tmp, str(session.recipe_path),
+                checks, fallback = run_fallback(session, stats, eval_data, plans, build_all, tmp, str(session.recipe_path),
                                                 references=refs, keep_weight_bits=weight_bits)
             report["fallback"] = fallback.to_json()
         widths = req.compare_precision or recipe.compare_precision

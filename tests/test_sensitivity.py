@@ -139,3 +139,24 @@ def test_sensitivity_keep_int16_runs_for_16_bit_targets(fragile: dict[str, Path]
     assert r.exit_code == 0, r.output
     sens = json.loads(out.read_text())
     assert sens["keep"] == "int16" and {row["layer"] for row in sens["layers"]} >= {"fc1", "fc2", "fc3"}
+
+
+def test_auto_fallback_screens_each_variant_per_target_with_that_targets_plan(fragile: dict[str, Path], tmp_path: Path) -> None:
+    """Each target's screen is the simulation a build for that target quantizes (its TargetPlan): step 0 on
+    onnx and on pytorch gives the figures 'qconvert sensitivity --target' gives for plain PTQ on each."""
+    out = tmp_path / "two"
+    args = ["build", "--model", f"{fragile['model']}:build", "--recipe", str(fragile["fallback"]), "--calib-data", str(fragile["data"]),
+            "--eval-data", str(fragile["data"]), "--target", "onnx", "--target", "pytorch", "--out", str(out), "--no-latency"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    fb = json.loads((out / "report.json").read_text())["fallback"]
+    assert fb["screened"] == "per target" and fb["ranked_on"] in ("onnx", "pytorch")
+    assert all([t["target"] for t in step["targets"]] == ["onnx", "pytorch"] for step in fb["steps"])
+    assert "screened per target (onnx, pytorch)" in (out / "report.md").read_text()
+    for i, target in enumerate(("onnx", "pytorch")):
+        js = tmp_path / f"{target}.json"
+        r = CliRunner().invoke(main, ["sensitivity", "--model", f"{fragile['model']}:build", "--recipe", str(fragile["plain"]),
+                                      "--calib-data", str(fragile["data"]), "--eval-data", str(fragile["data"]), "--metric", "accuracy",
+                                      "--target", target, "--json", str(js)])
+        assert r.exit_code == 0, r.output
+        assert fb["steps"][0]["targets"][i]["simulated"] == json.loads(js.read_text())["quantized"]

@@ -2,23 +2,27 @@
 
 The torch simulation decides what to try (a variant the simulation already fails is not
 built); the runtimes decide what passes: each variant the simulation accepts is built for
-every target and checked against the gates like any build. Layers are added in the order
-of what each regains alone (``rank_layers``), one at a time, up to ``max_layers``. The
-chosen recipe is written next to the report with the layers spelled out, so committing
-it reproduces the artifacts without the search.
+every target and checked against the gates like any build. The screening is per target:
+each target's simulation quantizes the variant with that target's plan (its effective
+schemes, constraints and Q/DQ placement, ``qconvert.targets.plan``) and is judged by that
+target's gates, so a variant is built only when every target's simulation passes. Layers
+are added in the order of what each regains alone (``rank_layers``), ranked under the plan
+of the first target whose simulation fails, one at a time, up to ``max_layers``. The chosen
+recipe is written next to the report with the layers spelled out, so committing it
+reproduces the artifacts without the search.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from qconvert.core.quantize import QuantizedModel, quantize
+from qconvert.core.quantize import QuantizedModel
 from qconvert.core.stats import StatsSet
 from qconvert.errors import DataError
 from qconvert.io.data import Dataset
@@ -27,31 +31,52 @@ from qconvert.recipe.model import AutoFallback, Recipe
 from qconvert.sensitivity.rank import Sensitivity, rank_layers
 from qconvert.sensitivity.simulate import Evaluator, SimScore
 from qconvert.sensitivity.variants import candidate_layers, kept
+from qconvert.targets.plan import Planner, TargetPlan
 from qconvert.verify.gates import GateCheck, evaluate, gates_for
 from qconvert.verify.references import FloatReferences
 
 if TYPE_CHECKING:
     from qconvert.session import Session
 
-__all__ = ["FallbackResult", "FallbackStep", "run_fallback", "write_recipe"]
+__all__ = ["FallbackResult", "FallbackStep", "TargetScreen", "run_fallback", "write_recipe"]
 
 #: Builds every target from a session and returns all its gate checks.
 BuildAll = Callable[["Session"], list[GateCheck]]
 
 
 @dataclass(frozen=True)
+class TargetScreen:
+    """One target's simulation of a variant, quantized with that target's plan and judged by its gates."""
+
+    target: str
+    simulated: SimScore
+    passed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "simulated": self.simulated.to_json(), "passed": self.passed}
+
+
+@dataclass(frozen=True)
 class FallbackStep:
-    """One variant tried: the layers kept, its simulation, and (if built) whether the artifacts passed."""
+    """One variant tried: the layers kept, each target's simulation, and (if built) whether the artifacts passed."""
 
     layers: tuple[str, ...]
-    simulated: SimScore
-    simulation_passed: bool
+    screens: tuple[TargetScreen, ...]
     built: bool | None = None
     failures: tuple[str, ...] = ()
 
+    @property
+    def simulation_passed(self) -> bool:
+        return all(s.passed for s in self.screens)
+
+    @property
+    def simulated(self) -> SimScore:
+        """The figures of the target farthest from float (lowest SQNR), where one line shows one score."""
+        return min(self.screens, key=lambda s: s.simulated.sqnr_db).simulated
+
     def to_json(self) -> dict[str, Any]:
         return {"layers": list(self.layers), "simulated": self.simulated.to_json(), "simulation_passed": self.simulation_passed,
-                "built": self.built, "failures": list(self.failures)}
+                "targets": [s.to_json() for s in self.screens], "built": self.built, "failures": list(self.failures)}
 
 
 @dataclass(frozen=True)
@@ -63,19 +88,22 @@ class FallbackResult:
     steps: tuple[FallbackStep, ...]
     sensitivity: Sensitivity | None
     recipe_file: str | None
+    #: The target whose plan the layers were ranked under (None: no ranking was needed).
+    ranked_on: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.config.metric, "keep": self.config.keep, "max_layers": self.config.max_layers,
                 "layers": list(self.layers), "passed": self.passed, "recipe_file": self.recipe_file,
-                "steps": [s.to_json() for s in self.steps],
+                "screened": "per target", "ranked_on": self.ranked_on, "steps": [s.to_json() for s in self.steps],
                 "ranking": self.sensitivity.to_json() if self.sensitivity is not None else None}
 
 
-def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list[str], build_all: BuildAll,
+def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: Mapping[str, Planner], build_all: BuildAll,
                  out: Path, source: str, references: FloatReferences | None = None,
                  keep_weight_bits: int = 16) -> tuple[list[GateCheck], FallbackResult]:
     """Search, build, and write ``out/<recipe_file>`` when layers were kept; returns the last build's checks.
 
+    ``targets``: each target's planner (``qconvert.targets.plan.planner``), which screens every variant.
     ``references``: the build's float outputs over ``data``, so the search runs no float pass of its own.
     ``keep_weight_bits``: the weight width of layers kept at int16 (the narrowest the targets take, up to 16).
     """
@@ -87,18 +115,30 @@ def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list
         raise DataError(f"recipe auto_fallback.metric: accuracy needs labelled evaluation data, but {data.path} has no labels; "
                         "use metric: sqnr or give labels")
 
-    def quant(r: Recipe) -> QuantizedModel:
-        return quantize(session.captured, r, stats, calibration_batches=session.calibration_source)
+    scored: list[tuple[TargetPlan, SimScore]] = []  # targets whose plans coincide share one simulation
+
+    def score(plan: TargetPlan) -> SimScore:
+        same = (plan.recipe, plan.constraints, plan.placement)
+        found = next((sc for p, sc in scored if (p.recipe, p.constraints, p.placement) == same), None)
+        if found is None:
+            found = evaluator.score(plan.quantize(session.captured, stats, session.calibration_source).graph)
+            scored.append((plan, found))
+        return found
 
     def simulate(layers: tuple[str, ...]) -> FallbackStep:
-        score = evaluator.score(quant(kept(base, layers, cfg.keep, keep_weight_bits)).graph)
-        checks = [c for t in targets for c in evaluate(gates_for(base, t), t, evaluator.float_accuracy, score.measured())]
-        return FallbackStep(layers, score, all(c.passed for c in checks))
+        variant = kept(base, layers, cfg.keep, keep_weight_bits)
+        screens = []
+        for name, plan_of in targets.items():
+            sc = score(plan_of(variant))
+            checks = evaluate(gates_for(base, name), name, evaluator.float_accuracy, sc.measured())
+            screens.append(TargetScreen(name, sc, all(c.passed for c in checks)))
+        return FallbackStep(layers, tuple(screens))
 
     steps: list[FallbackStep] = []
     order: list[str] | None = None
     sensitivity: Sensitivity | None = None
     chosen: tuple[str, ...] = ()
+    ranked_on: str | None = None
     while True:
         step = simulate(chosen)
         budget_left = len(chosen) < cfg.max_layers and (order is None or len(chosen) < len(order))
@@ -110,8 +150,9 @@ def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list
         steps.append(step)
         if step.built or not budget_left:
             break
-        if order is None:
-            sensitivity = _rank(base, session, evaluator, quant, cfg, keep_weight_bits)
+        if order is None:  # ranked under the plan of the first target whose simulation fails
+            ranked_on = next(sc.target for sc in step.screens if not sc.passed) if not step.simulation_passed else step.screens[0].target
+            sensitivity = _rank(base, session, stats, evaluator, targets[ranked_on], cfg, keep_weight_bits)
             order = [s.layer.name for s in sensitivity.by_regain()]
             if not order:
                 break
@@ -121,11 +162,14 @@ def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: list
     final = kept(base, chosen, cfg.keep, keep_weight_bits)
     written = write_recipe(out / cfg.recipe_file, final, chosen, cfg.keep, source) if chosen else None
     passed = all(c.passed for c in checks)
-    return checks, FallbackResult(cfg, chosen, final, passed, tuple(steps), sensitivity, written)
+    return checks, FallbackResult(cfg, chosen, final, passed, tuple(steps), sensitivity, written, ranked_on)
 
 
-def _rank(base: Recipe, session: Session, evaluator: Evaluator, quant: Callable[[Recipe], QuantizedModel],
+def _rank(base: Recipe, session: Session, stats: StatsSet, evaluator: Evaluator, plan_of: Planner,
           cfg: AutoFallback, keep_weight_bits: int = 16) -> Sensitivity:
+    def quant(r: Recipe) -> QuantizedModel:
+        return plan_of(r).quantize(session.captured, stats, session.calibration_source)
+
     types = {n: type(m).__name__ for n, m in session.model.named_modules()}
     layers = candidate_layers(session.captured.graph, types)
     done = iter(track(range(len(layers)), len(layers), "sensitivity"))

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from qconvert.recipe.model import Recipe
     from qconvert.targets.base import Target, TargetOptions
 
-__all__ = ["TargetPlan", "plan_for"]
+__all__ = ["Planner", "TargetPlan", "plan_for", "planner"]
 
 Batches = Callable[[], Iterable[tuple["torch.Tensor", ...]]]
 
@@ -73,3 +73,12 @@ def plan_for(recipe: Recipe, target: Target | None = None, options: TargetOption
     constraints = target.constraints(options)
     choice = choose(recipe, target.name, target.fast_types(options), constraints, target.placement(options))
     return TargetPlan(target.name, choice.recipe, constraints, choice.placement, choice)
+
+
+#: The plan of any recipe variant on one target (``planner``): ``auto_fallback`` screens its variants with it.
+Planner = Callable[["Recipe"], TargetPlan]
+
+
+def planner(target: Target | None, options: TargetOptions | None = None) -> Planner:
+    """``plan_for`` with the target and its options fixed: a variant's plan on that target."""
+    return lambda recipe: plan_for(recipe, target, options)

@@ -182,6 +182,10 @@ def _markdown(report: dict[str, Any]) -> str:
     if fb:
         kept = ", ".join(f"`{n}`" for n in fb["layers"]) or "none needed"
         lines.append(f"## automatic fallback\n- kept at {fb['keep']}: {kept}" + (f" (recipe written to `{fb['recipe_file']}`)" if fb["recipe_file"] else ""))
+        screened = ", ".join(t["target"] for t in fb["steps"][0]["targets"]) if fb["steps"] else ""
+        ranked = f"; layers ranked under {fb['ranked_on']}'s plan" if fb.get("ranked_on") else ""
+        lines.append(f"- screened per target ({screened}): each variant simulated with that target's schemes, constraints "
+                     f"and Q/DQ placement and judged by its gates{ranked}")
         lines.append("")
     lines += precision_lines(report)
     for w in report.get("warnings") or []:

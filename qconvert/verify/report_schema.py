@@ -230,10 +230,17 @@ class SimulatedScore(_Strict):
     top1_agreement: Num | None
 
 
+class FallbackScreen(_Strict):
+    target: str
+    simulated: SimulatedScore = Field(..., description="The variant quantized with this target's plan (schemes, constraints, placement).")
+    passed: bool = Field(..., description="This target's gates pass on the simulation.")
+
+
 class FallbackStepEntry(_Strict):
     layers: list[str]
-    simulated: SimulatedScore
-    simulation_passed: bool
+    simulated: SimulatedScore = Field(..., description="The simulation of the target farthest from float (lowest SQNR).")
+    simulation_passed: bool = Field(..., description="Every target's simulation passes its gates.")
+    targets: list[FallbackScreen] = Field(..., description="Each target's simulation of this variant.")
     built: bool | None = Field(..., description="null: not built (the simulation already failed the gates).")
     failures: list[str]
 
@@ -245,6 +252,8 @@ class Fallback(_Strict):
     layers: list[str] = Field(..., description="Layers kept at higher precision, in the order added.")
     passed: bool
     recipe_file: str | None = Field(..., description="Recipe written into OUT with the layers spelled out.")
+    screened: Literal["per target"] = Field(..., description="Each variant is simulated under each target's plan and gates.")
+    ranked_on: str | None = Field(..., description="Target whose plan the layers were ranked under; null: no ranking was needed.")
     steps: list[FallbackStepEntry]
     ranking: dict[str, Any] | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
 
