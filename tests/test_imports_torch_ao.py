@@ -86,14 +86,8 @@ def test_calibration_data_is_refused_for_an_imported_model(fx: dict, tmp_path: P
     assert code == 2 and "--calib-data with a model quantized by torch.ao" in text and len(text.strip().splitlines()) == 1
 
 
-#: TVM's and TFLite's builds of 7-bit activations (torch.ao x86's reduce_range) miss parity with the
-#: simulation on a plain calibrated build too (7 LSB each on the digits model, recipe activations
-#: bits 7): a limitation of those plugins, not of the import.
-_7BIT = pytest.mark.xfail(reason="tvm/tflite: sub-8-bit activation ranges miss parity (also without import)", strict=False)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("target", [pytest.param(t, marks=_7BIT) if t in ("tvm", "tflite") else t for t in TARGETS])
+@pytest.mark.parametrize("target", TARGETS)
 def test_fx_qat_every_target(fx: dict, target: str, tmp_path: Path) -> None:
     out = tmp_path / "OUT"
     code, text = build("tests/qat_sources.py:fx_prepared", out, (target,), "--weights", str(fx["weights"]))

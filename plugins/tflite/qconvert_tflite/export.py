@@ -24,6 +24,7 @@ from qconvert.errors import BadInputError
 from qconvert.targets.base import Artifact
 from qconvert_tflite.flatbuffer import EdgeQuant, Inventory, float_edges, inventory, widen_16x8_biases
 from qconvert_tflite.graph import litert_ready
+from qconvert_tflite.narrow import Grid, bound_narrow_ranges, bounded_count
 from qconvert_tflite.options import TFLiteOptions
 
 __all__ = ["TFLiteConversionError", "convert_tflite", "export_tflite", "quiet_litert"]
@@ -98,7 +99,27 @@ def convert_tflite(qmodel: QuantizedModel, batch: int) -> bytes:
             raise TFLiteConversionError(f"litert-torch cannot convert the quantized model: {first}"
                                         + (f" (converter log: {detail})" if detail else "")) from e
     log.unlink(missing_ok=True)
-    return widen_16x8_biases(bytes(content))
+    bounded, _ = bound_narrow_ranges(bytes(content), narrow_grids(qmodel))
+    return widen_16x8_biases(bounded)
+
+
+def narrow_grids(qmodel: QuantizedModel) -> dict[Grid, tuple[int, int]]:
+    """(float32 scale, int8 zero point) -> int8 range of every 8-bit activation quantized to fewer than 8 bits.
+
+    uint8 grids are stored as int8 with zero point and range moved by -128 (the same values).
+    """
+    import numpy as np
+
+    out: dict[Grid, tuple[int, int]] = {}
+    for n in qmodel.graph.graph.nodes:
+        if n.target != torch.ops.quantized_decomposed.quantize_per_tensor.default:
+            continue
+        _, scale, zp, qmin, qmax, dtype = n.args[:6]
+        shift = {torch.uint8: -128, torch.int8: 0}.get(dtype)
+        if shift is None or (int(qmin) + shift, int(qmax) + shift) == (-128, 127):
+            continue
+        out[(float(np.float32(scale)), int(zp) + shift)] = (int(qmin) + shift, int(qmax) + shift)
+    return out
 
 
 def _edge_json(e: EdgeQuant, name: str) -> dict[str, object]:
@@ -128,7 +149,7 @@ def export_tflite(qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions,
         main_file=options.file_name,
         input_names=qmodel.input_names,
         output_names=outputs,
-        notes=_notes(qmodel, options, int8_inv) + (_NOTE_16X8,) * wide,
+        notes=_notes(qmodel, options, int8_inv, content) + (_NOTE_16X8,) * wide,
         tolerance_lsb=TOLERANCE_16X8_LSB if wide else None,
         extra={
             "io": options.io,
@@ -138,15 +159,21 @@ def export_tflite(qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions,
             "int8_outputs": [_edge_json(e, n) for e, n in zip(int8_inv.outputs, outputs)],
             "op_counts": inv.op_counts,
             "float_ops": list(int8_inv.float_ops),
+            "narrow_range_bounds": bounded_count(content),
         },
     )
 
 
-def _notes(qmodel: QuantizedModel, options: TFLiteOptions, inv: Inventory) -> tuple[str, ...]:
+def _notes(qmodel: QuantizedModel, options: TFLiteOptions, inv: Inventory, content: bytes) -> tuple[str, ...]:
     notes = [f"fixed batch {options.batch} (litert-torch lowers static shapes); larger inputs run in chunks"]
     requested = [qmodel.recipe.activations] + [o.activations for o in qmodel.recipe.overrides if o.activations]
     if any(s.mode == "asym_u" and s.bits <= 8 for s in requested):
         notes.append("asym_u activations stored as int8 with zero point - 128 (the same grid)")
+    bounded = bounded_count(content)
+    if bounded:
+        notes.append(f"{bounded} sub-8-bit activation(s) bounded to their own range by int8 MINIMUM/MAXIMUM ops (TFLite "
+                     "saturates to the int8 range only); XNNPACK takes float MINIMUM/MAXIMUM only, so these run in "
+                     "LiteRT's reference kernels between delegate partitions")
     if inv.float_ops:
         notes.append(f"not full-integer: {len(inv.float_ops)} op(s) run in float ({', '.join(sorted(set(inv.float_ops)))})")
     return tuple(notes)

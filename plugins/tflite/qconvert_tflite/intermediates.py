@@ -24,6 +24,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from qconvert.targets.intermediates import Intermediates, RuntimeTensor
+from qconvert_tflite.narrow import bounded_inputs
 from qconvert_tflite.runtime import _invoke, _Loaded, load
 
 if TYPE_CHECKING:
@@ -51,8 +52,11 @@ def activation_tensors(buf: bytes) -> list[Slot]:
     model = fb.ModelT.InitFromPackedBuf(buf, 0)
     sg = model.subgraphs[0]
     order = [int(i) for i in sg.inputs] + [int(i) for op in sg.operators for i in op.outputs if i >= 0]
+    raw = bounded_inputs(model)  # a sub-8-bit tensor before its bound: the simulation's value is the bounded one
     slots = []
     for i in dict.fromkeys(order):
+        if i in raw:
+            continue
         t = sg.tensors[i]
         q = t.quantization
         if t.type not in _INT or q is None or q.scale is None or len(q.scale) != 1 or float(q.scale[0]) == 0.0:

@@ -11,7 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import onnx
-from qconvert_onnx.export import export_onnx_model
+from qconvert_onnx.export import export_onnx_model, narrow_ranges
 
 from qconvert.core.quantize import QuantizedModel
 from qconvert.targets.base import Artifact
@@ -26,6 +26,9 @@ ONNX_FILE = "model.onnx"
 
 def export_tvm(qmodel: QuantizedModel, out_dir: Path, options: TvmOptions, target: str) -> Artifact:
     model = export_onnx_model(qmodel)
+    # Sub-8-bit activations (7-bit reduce_range, 4-bit): QuantizeLinear saturates to the storage type, so
+    # the onnx target's integer Clip bounds each one to its own range, here as there.
+    clips = narrow_ranges(model, qmodel)
     onnx.save(model, out_dir / ONNX_FILE)
     spec = parse_target(options.target)
     built = compile_onnx(model, spec, out_dir, options.file_name, options.cross_compiler)
@@ -46,5 +49,6 @@ def export_tvm(qmodel: QuantizedModel, out_dir: Path, options: TvmOptions, targe
             # How a board loads it: tvm.runtime.load_module(file) -> relax.VirtualMachine(mod, tvm.cpu())["main"](*inputs)
             "entry": "main",
             "compiled_from": ONNX_FILE,
+            "narrow_range_clips": clips,
         },
     )
