@@ -118,9 +118,9 @@ class Target(ABC):
             return self.Options.model_validate(raw or {})
         except ValidationError as e:
             err = e.errors()[0]
-            path = ".".join(str(p) for p in err["loc"])
+            path = "".join(f".{p}" for p in err["loc"])  # empty for a rule over several options
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            raise RecipeError(f"{source}: targets.{self.name}.{path}: {msg}") from e
+            raise RecipeError(f"{source}: targets.{self.name}{path}: {msg}") from e
 
     @abstractmethod
     def available(self) -> Availability:

@@ -106,20 +106,6 @@ def test_simplify_keeps_weight_dequantize(tmp_path: Path) -> None:
     assert not any(i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4 for i in simplified.graph.initializer)
 
 
-def test_manifest_and_golden_files(onnx_build: Path) -> None:
-    d = onnx_build / "onnx"
-    m = json.loads((d / "manifest.json").read_text())
-    assert m["target"] == "onnx" and m["runtime"].startswith("onnxruntime")
-    assert len(m["recipe_hash"]) == 64 and m["torch_version"].startswith("2.13")
-    assert m["tolerance"]["max_lsb"] == 1.0
-    assert {q["role"] for q in m["quantization"]} == {"activation", "weight"}
-    x = np.load(d / "golden" / "input_x.npy")
-    y = np.load(d / "golden" / "output_output.npy")
-    (out,) = _session(d / "model.onnx").run(None, {"x": x})
-    np.testing.assert_array_equal(out, y)
-    assert (onnx_build / "stats" / "stats.json").is_file()
-
-
 def test_sub_8_bit_activations_saturate_like_the_simulation() -> None:
     """4-bit activations live in uint8 storage; the exported model must clip to [0, 15]."""
     from qconvert_onnx.export import narrow_ranges

@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from qconvert.core.quantize import QuantizedModel
 from qconvert_tensorrt.engine_build import BuildConfig, InputProfile
 from qconvert_tensorrt.options import TensorRTOptions
+
+if TYPE_CHECKING:  # runtime_version() imports this module in 'qconvert verify', where torch may be absent
+    from qconvert.core.quantize import QuantizedModel
 
 __all__ = ["EngineSupport", "build_config", "cudart", "engine_support"]
 

@@ -120,14 +120,9 @@ def test_layer_precision_summary(tensorrt_build: Path) -> None:
     assert next(r for r in rows if r["op"] == "Gemm")["output"] == "fp16"
 
 
-def test_options_are_validated() -> None:
-    t = TensorRTTarget()
-    with pytest.raises(RecipeError, match="targets.tensorrt"):
-        t.parse_options({"min_batch": 8, "opt_batch": 4})
-    with pytest.raises(RecipeError, match="targets.tensorrt.engine"):
-        t.parse_options({"engine": "maybe"})
-    with pytest.raises(RecipeError, match="unknown key"):
-        t.parse_options({"int8_calibrator": "x"})
+def test_batch_profile_must_be_ordered() -> None:
+    with pytest.raises(RecipeError, match="targets.tensorrt: .*need min_batch <= opt_batch <= max_batch"):
+        TensorRTTarget().parse_options({"min_batch": 8, "opt_batch": 4})
 
 
 def test_schemes_tensorrt_cannot_run_are_refused_or_adapted_to_symmetric_int8() -> None:

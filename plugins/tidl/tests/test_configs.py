@@ -126,10 +126,3 @@ def test_frame_count_follows_the_calibration_data_not_the_two_example_inputs(tmp
 def test_bit_widths_other_than_8_or_16_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConstraintError, match="8- or 16-bit"):
         _emit(tmp_path, _recipe(weights=QScheme(bits=4, power_of_two=True)), TidlOptions(tflite=False))
-
-
-def test_unknown_option_is_a_recipe_error() -> None:
-    from qconvert.errors import RecipeError
-
-    with pytest.raises(RecipeError, match="targets.tidl.tensor_bit"):
-        TidlTarget().parse_options({"tensor_bit": 8})

@@ -1,0 +1,7 @@
+"""The conformance kit (qconvert.testing.conformance) for the tvm target."""
+
+from qconvert.testing.conformance import Conformance
+
+
+class TestConformance(Conformance):
+    target_name = "tvm"
