@@ -41,7 +41,17 @@ def _export(gm: torch.nn.Module, qmodel: QuantizedModel) -> onnx.ModelProto:
 def dynamo_export(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], input_names: tuple[str, ...],
                   output_names: list[str], custom_translation_table: dict[Any, Any] | None = None) -> onnx.ModelProto:
     """``torch.onnx.export(dynamo=True)`` with a dynamic batch on every input, and without the
-    exporter's progress lines and warnings (the user gets our report, not torch's log)."""
+    exporter's progress lines and warnings (the user gets our report, not torch's log). An equal graph exported
+    earlier in this process is not exported again (``qconvert_onnx.export_cache``)."""
+    from qconvert_onnx.export_cache import cached_export
+
+    table = tuple(sorted(f"{k}->{getattr(v, '__qualname__', v)}" for k, v in (custom_translation_table or {}).items()))
+    return cached_export(gm, example, (tuple(input_names), tuple(output_names), table),
+                         lambda: _dynamo_export(gm, example, input_names, output_names, custom_translation_table))
+
+
+def _dynamo_export(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], input_names: tuple[str, ...],
+                   output_names: list[str], custom_translation_table: dict[Any, Any] | None = None) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = tuple({0: batch} for _ in example)
     quiet = logging.getLogger("torch.onnx")

@@ -34,7 +34,7 @@ def _session(model: bytes | str, optimized_path: str | None = None):  # type: ig
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def session_ms(models: dict[str, bytes | str], feeds: dict[str, np.ndarray], budget_s: float = 2.0) -> dict[str, float]:
+def session_ms(models: dict[str, bytes | str], feeds: dict[str, np.ndarray], budget_s: float = 1.0) -> dict[str, float]:
     """Median ms of one run per model, the models timed in turn (``qconvert.verify.timing``)."""
     from qconvert.verify.timing import interleaved_ms
 

@@ -61,7 +61,7 @@ def _ms(int8: Any, flt: Any, inputs: tuple[torch.Tensor, ...], budget_s: float) 
 
 
 def measure_latency(qmodel: QuantizedModel, artifact: Artifact, batch_sizes: tuple[int, ...], runtime: str,
-                    budget_s: float = 2.0) -> Latency:
+                    budget_s: float = 1.0) -> Latency:
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:

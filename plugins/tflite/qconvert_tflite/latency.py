@@ -128,7 +128,7 @@ def count_int8_ops(path: Path) -> tuple[int | None, int | None, tuple[str, ...]]
 
 
 def measure_latency(qmodel: QuantizedModel, artifact: Artifact, batch_sizes: tuple[int, ...], runtime: str,
-                    budget_s: float = 2.0) -> Latency | None:
+                    budget_s: float = 1.0) -> Latency | None:
     native = int(_load(artifact.path).get_input_details()[0]["shape"][0])
     int8_at = {b: it for b in batch_sizes if (it := _at_batch(artifact.path, b)) is not None}
     if not int8_at:

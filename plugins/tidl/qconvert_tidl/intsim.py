@@ -38,7 +38,7 @@ import numpy as np
 
 from qconvert.core.accumulator import signed_bits
 
-__all__ = ["Fixed", "IntSim", "Ref", "Rounding", "Step", "UnsupportedGraph", "round_div", "shift_round"]
+__all__ = ["Fixed", "IntSim", "Ref", "Rounding", "Step", "UnsupportedGraph", "exact_matmul", "round_div", "shift_round"]
 
 Rounding = Literal["tidl", "torch"]
 
@@ -226,6 +226,23 @@ def op_clamp(sim: IntSim, name: str, x: Fixed, lo: float | None, hi: float | Non
     return Fixed(ints, x.exp, x.den)
 
 
+#: Integers up to this magnitude are exact in float64.
+_EXACT_F64 = 2**53
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of integer arrays as int64, exactly. numpy has no BLAS for integers (an int64 matmul is a plain
+    loop, 20-50x slower), so where no partial sum can reach 2**53 the product runs in float64, which holds every
+    such integer exactly; otherwise in int64."""
+    a64, b64 = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if not a64.size or not b64.size:
+        return a64 @ b64
+    bound = int(np.abs(a64).max()) * int(np.abs(b64).max()) * a64.shape[-1]
+    if bound >= _EXACT_F64:
+        return a64 @ b64
+    return np.rint(a64.astype(np.float64) @ b64.astype(np.float64)).astype(np.int64)
+
+
 def _windows(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
     """(N, C, Ho, Wo, kh, kw) views of an already padded NCHW array."""
     eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
@@ -244,13 +261,11 @@ def op_conv2d(sim: IntSim, name: str, x: Fixed, w: Fixed, b: Fixed | None, strid
     cout, cin_g, kh, kw = w.ints.shape
     win = _windows(xi, kh, kw, s, d)  # N, C, Ho, Wo, kh, kw
     n, _, ho, wo = win.shape[:4]
-    out = np.empty((n, cout, ho, wo), dtype=np.int64)
     cout_g = cout // groups
-    for g in range(groups):
-        xs = win[:, g * cin_g : (g + 1) * cin_g]  # N, cin_g, Ho, Wo, kh, kw
-        cols = xs.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, cin_g * kh * kw)
-        wg = w.ints[g * cout_g : (g + 1) * cout_g].reshape(cout_g, -1)
-        out[:, g * cout_g : (g + 1) * cout_g] = (cols @ wg.T).reshape(n, ho, wo, cout_g).transpose(0, 3, 1, 2)
+    # all groups at once: (groups, N*Ho*Wo, cin_g*kh*kw) @ (groups, cin_g*kh*kw, cout_g)
+    cols = win.reshape(n, groups, cin_g, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6).reshape(groups, n * ho * wo, cin_g * kh * kw)
+    wg = w.ints.reshape(groups, cout_g, cin_g * kh * kw).transpose(0, 2, 1)
+    out = exact_matmul(cols, wg).reshape(groups, n, ho, wo, cout_g).transpose(1, 0, 4, 2, 3).reshape(n, cout, ho, wo)
     exp = x.exp + w.exp.reshape(1, -1, 1, 1) if w.exp.ndim else x.exp + w.exp
     acc = Fixed(out, np.asarray(exp))
     if b is not None:
@@ -264,7 +279,7 @@ def op_linear(sim: IntSim, name: str, x: Fixed, w: Fixed, b: Fixed | None = None
         raise UnsupportedGraph(f"{name}: linear layer in float (a layer kept out of quantization); TIDL runs it in integer")
     if x.exp.ndim and x.exp.size > 1:
         raise UnsupportedGraph(f"{name}: per-channel input grid")
-    out = x.ints @ w.ints.T
+    out = exact_matmul(x.ints, w.ints.T)
     exp = x.exp + (w.exp.reshape(1, -1) if w.exp.ndim else w.exp)
     acc = Fixed(out, np.asarray(exp))
     if b is not None:

@@ -99,3 +99,14 @@ def test_an_op_without_integer_meaning_is_refused_by_name() -> None:
     qm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)]), tidl_constraints(TidlOptions()), "tidl")
     with pytest.raises(UnsupportedGraph, match="softmax"):
         compile_graph(qm.graph)
+
+
+def test_exact_matmul_equals_int64_matmul() -> None:
+    """The float64 fast path gives the int64 product exactly; past 2**53 the int64 path is taken."""
+    from qconvert_tidl.intsim import exact_matmul
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(-255, 256, (3, 50, 300)), rng.integers(-128, 128, (3, 300, 7))
+    assert np.array_equal(exact_matmul(a, b), a.astype(np.int64) @ b.astype(np.int64))
+    big = np.array([[2**30 + 1, 2**30 + 1]], dtype=np.int64)  # a sum near 2**61: beyond float64's exact integers
+    assert int(exact_matmul(big, big.T)[0, 0]) == 2 * (2**30 + 1) ** 2

@@ -58,7 +58,7 @@ def _vm(path: Path) -> Any:
 
 
 def measure_latency(qmodel: QuantizedModel, artifact: Artifact, options: TvmOptions, batch_sizes: tuple[int, ...],
-                    runtime: str, budget_s: float = 2.0) -> Latency | None:
+                    runtime: str, budget_s: float = 1.0) -> Latency | None:
     import tvm
     from qconvert_onnx.export import export_float_model
 
