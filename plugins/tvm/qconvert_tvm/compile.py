@@ -9,6 +9,7 @@ board) next to the Relax module as JSON, and the artifact is not runnable here.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import shutil
 import warnings
@@ -55,12 +56,18 @@ def _relax_module(model: onnx.ModelProto) -> Any:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             return from_onnx(model, keep_params_in_input=False)
-    except Exception as e:  # an ONNX op or attribute the Relax frontend does not cover
+    except Exception as e:  # noqa: BLE001 - any ONNX op or attribute the Relax frontend does not cover; re-raised below
         op = _failing_converter(e)
         where = f" at its {op} converter" if op else ""
-        raise TvmCompileError(f"TVM's Relax ONNX frontend cannot import the model{where}: {type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0][:200]}; build this model for the onnx target (onnxruntime "
-                              "runs it), or exclude the layers that produce that op") from e
+        message = (f"TVM's Relax ONNX frontend cannot import the model{where}: {type(e).__name__}: "
+                   f"{(str(e).splitlines() or [''])[0][:200]}; build this model for the onnx target (onnxruntime "
+                   "runs it), or exclude the layers that produce that op")
+        e.__traceback__ = None
+    # The failed frontend's frames hold a half-built BlockBuilder whose C++ destructor warns on
+    # stderr. Free them now, while the build's output capture is active, not at interpreter exit
+    # where the warning would land on the user's terminal after our one-line error.
+    gc.collect()
+    raise TvmCompileError(message)
 
 
 def _failing_converter(e: BaseException) -> str | None:
