@@ -38,6 +38,7 @@ test-all:
 schema:
 	$(BIN)/qconvert recipe schema > schemas/recipe.schema.json
 	$(BIN)/qconvert report schema > schemas/report.schema.json
+	$(BIN)/qconvert report manifest-schema > schemas/manifest.schema.json
 
 bench:
 	$(BIN)/python -m bench

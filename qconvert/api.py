@@ -110,7 +110,8 @@ def build(model: ModelSource | Path, recipe: RecipeSource | None, *, targets: Se
     result = run_build(req, _registry(registry), progress or (lambda _: None))
     if result.secondary:
         return None  # type: ignore[return-value]  # a secondary torchrun rank: rank 0 writes and returns the report
-    report = BuildReport.from_record(result.out, result.report)
+    assert result.report is not None
+    report = BuildReport.of(result.out, result.report)
     if raise_on_gate_failure and not report.passed:
         raise GateFailedError(list(report.gates.failures))
     return report

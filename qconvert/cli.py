@@ -351,7 +351,7 @@ def verify(artifact_dir: Path, data: Path | None) -> None:
 
 @main.group()
 def report() -> None:
-    """The build report's JSON Schema."""
+    """The JSON Schemas of the build report and the targets' manifests."""
 
 
 @report.command("schema")
@@ -360,6 +360,14 @@ def report_schema() -> None:
     from qconvert.verify.report_schema import report_json_schema_text
 
     click.echo(report_json_schema_text(), nl=False)
+
+
+@report.command("manifest-schema")
+def manifest_schema() -> None:
+    """Print the JSON Schema of a target's manifest.json (committed as schemas/manifest.schema.json)."""
+    from qconvert.verify.manifest import manifest_json_schema_text
+
+    click.echo(manifest_json_schema_text(), nl=False)
 
 
 if __name__ == "__main__":

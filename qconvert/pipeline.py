@@ -6,11 +6,10 @@ at the end, so a failed build never leaves a half-written OUT behind.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,25 @@ from qconvert.targets.registry import TargetRegistry
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.effective import effective_schemes, file_sha256
+from qconvert.verify.entries import RunFigures, device_entry, imported_grid_entry, optimize_for_entry, requantization_entries
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layer_parity import depth_of, layer_parity
 from qconvert.verify.layerwise import layer_reports
+from qconvert.verify.manifest import ArtifactRecord, Manifest, ManifestParity, ManifestTolerance, QuantizationEntry, write_manifest
 from qconvert.verify.precision import compare_precision
 from qconvert.verify.references import FloatReferences
 from qconvert.verify.report import write_reports
+from qconvert.verify.report_schema import (
+    Calibration,
+    EvalInfo,
+    Fallback,
+    FloatInfo,
+    GatesEntry,
+    PrecisionComparison,
+    Report,
+    TargetEntry,
+    TimingsEntry,
+)
 from qconvert.verify.run_artifact import verify_outputs, write_golden
 from qconvert.version import __version__
 
@@ -81,7 +93,8 @@ class BuildRequest:
 @dataclass(frozen=True)
 class BuildResult:
     out: Path
-    report: dict[str, Any]
+    #: None on a secondary torchrun rank.
+    report: Report | None
     gate_failures: tuple[str, ...] = field(default=())
     #: True on a secondary torchrun rank, which only contributed statistics.
     secondary: bool = False
@@ -113,26 +126,25 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     with timings.phase("calibration"):
         stats = _stats(session, req, progress, shard)
     if stats is None:  # a secondary torchrun rank: its statistics went to rank 0
-        return BuildResult(req.out, {}, secondary=True)
+        return BuildResult(req.out, None, secondary=True)
     with staged_dir(req.out) as tmp:  # moved into place at the end; removed on any error or Ctrl-C
         stats.save(tmp / "stats")
         with timings.phase("float_reference"):  # the only float pass over the evaluation data
             refs = FloatReferences.compute(session.model, eval_data, recipe.calibration.batch_size)
-        report: dict[str, Any] = _report_header(req, session, stats, refs.accuracy, eval_data)
-        report["warnings"] = warnings
+        entries: dict[str, TargetEntry] = {}
 
         def build_all(s: Session) -> list[GateCheck]:
             qmodels: dict[str, QuantizedModel] = {}
             for t in targets:
                 shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt
                 progress(f"{t.name}: quantize, emit, verify")
-                report["targets"][t.name], qmodels[t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp, req.latency,
-                                                                           refs, timings)
+                entries[t.name], qmodels[t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp, req.latency, refs, timings)
             with timings.phase("layer_report"):  # one float graph pass for every target
                 for name, layers in layer_reports(qmodels, stats, eval_data, s.recipe.calibration.batch_size).items():
-                    report["targets"][name]["layers"] = layers
-            return gate_checks(s.recipe, report)
+                    entries[name] = entries[name].model_copy(update={"layers": layers})
+            return gate_checks(s.recipe, entries, refs.accuracy)
 
+        fallback_entry: Fallback | None = None
         if recipe.auto_fallback is None:
             checks = build_all(session)
         else:
@@ -141,17 +153,17 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
             with timings.phase("fallback_search"):
                 checks, fallback = run_fallback(session, stats, eval_data, plans, build_all, tmp, str(session.recipe_path),
                                                 references=refs, keep_weight_bits=weight_bits)
-            report["fallback"] = fallback.to_json()
+            fallback_entry = fallback.entry()
         widths = req.compare_precision or recipe.compare_precision
-        if widths:
-            report["precision"] = compare_precision(
-                widths, recipe, refs.accuracy, report["targets"], tmp,
-                lambda r, name, d: _build_target(registry.get(name), options[name], replace(session, recipe=r), stats, eval_data, d,
-                                                 False, refs, timings)[0])
+        precision = compare_precision(
+            widths, recipe, refs.accuracy, entries, tmp,
+            lambda r, name, d: _build_target(registry.get(name), options[name], replace(session, recipe=r), stats, eval_data, d,
+                                             False, refs, timings)[0]) if widths else None
         failures = [c.line() for c in checks if not c.passed]
-        report["gates"] = {"passed": not failures, "failures": failures, "checks": [c.to_json() for c in checks]}
         timings.add("total", time.perf_counter() - started)
-        report["timings"] = timings.to_json()
+        report = _report(req, session, stats, eval_data, float_accuracy=refs.accuracy, warnings=list(warnings), targets=entries,
+                         gates=GatesEntry(passed=not failures, failures=failures, checks=[c.entry() for c in checks]),
+                         fallback=fallback_entry, precision=precision, timings=timings.entry())
         write_reports(tmp, report)
         save_log(tmp)
     return BuildResult(req.out, report, tuple(failures), warnings=tuple(warnings))
@@ -213,31 +225,40 @@ def _stats(session: Session, req: BuildRequest, progress: Progress, shard: Shard
 
 
 
-def _report_header(req: BuildRequest, session: Session, stats: StatsSet, float_acc: float | None, eval_data: Dataset) -> dict[str, Any]:
+def _report(req: BuildRequest, session: Session, stats: StatsSet, eval_data: Dataset, *, float_accuracy: float | None,
+            warnings: list[str], targets: dict[str, TargetEntry], gates: GatesEntry, fallback: Fallback | None,
+            precision: PrecisionComparison | None, timings: TimingsEntry) -> Report:
+    """report.json: what was built from what, and how each target verified."""
     r = session.recipe
-    return {
-        "qconvert_version": __version__,
-        "torch_version": torch.__version__,
-        "model": model_label(req.model),
-        "recipe": str(session.recipe_path),
-        "recipe_hash": recipe_hash(r),
-        "recipe_file_sha256": _recipe_file_sha256(session),
-        "inputs": {n: list(t.shape[1:]) for n, t in zip(session.captured.input_names, session.captured.example_inputs)},
-        "calibration": {
-            "ranges": session.learned.label if session.learned else "from stats file" if req.stats else "calibrated",
-            "stats": str(req.stats) if req.stats else "stats/",
-            "method": session.learned.method if session.learned else r.calibration.method,
-            "samples": min(r.calibration.num_samples, session.calib.size) if session.calib else None,
-            "tensors": len(stats.tensors),
-        },
-        "eval": {"data": str(eval_data.path), "samples": eval_data.size, "held_out": req.eval_data is not None, "labelled": eval_data.labels is not None},
-        "float": {"accuracy": float_acc},
-        "targets": {},
-    }
+    return Report(
+        qconvert_version=__version__,
+        torch_version=torch.__version__,
+        model=model_label(req.model),
+        recipe=str(session.recipe_path),
+        recipe_hash=recipe_hash(r),
+        recipe_file_sha256=_recipe_file_sha256(session),
+        inputs={n: list(t.shape[1:]) for n, t in zip(session.captured.input_names, session.captured.example_inputs)},
+        calibration=Calibration(
+            ranges=session.learned.label if session.learned else "from stats file" if req.stats else "calibrated",
+            stats=str(req.stats) if req.stats else "stats/",
+            method=session.learned.method if session.learned else r.calibration.method,
+            samples=min(r.calibration.num_samples, session.calib.size) if session.calib else None,
+            tensors=len(stats.tensors),
+        ),
+        eval=EvalInfo(data=str(eval_data.path), samples=eval_data.size, held_out=req.eval_data is not None,
+                      labelled=eval_data.labels is not None),
+        float=FloatInfo(accuracy=float_accuracy),
+        warnings=warnings,
+        targets=targets,
+        gates=gates,
+        fallback=fallback,
+        timings=timings,
+        precision=precision,
+    )
 
 
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path,
-                  measure_latency: bool, refs: FloatReferences, timings: Timings) -> tuple[dict[str, Any], QuantizedModel]:
+                  measure_latency: bool, refs: FloatReferences, timings: Timings) -> tuple[TargetEntry, QuantizedModel]:
     """The target's report entry (without ``layers``, which the build adds for all targets at once) and its Q/DQ model."""
     plan = plan_for(session.recipe, target, options)  # this target's effective schemes, constraints and placement
     constraints, choice, placement = plan.constraints, plan.choice, plan.placement
@@ -254,34 +275,23 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     out_dir.mkdir()
     with timings.phase("emit", target.name):
         artifact = target.emit(qmodel, out_dir, options)
-    entry: dict[str, Any] = {
-        "artifact": str(Path(target.name) / artifact.main_file),
-        "runtime": target.runtime_version(),
-        "executed": artifact.runnable,
-        "executed_in": artifact.runs_in or None,
-        "optimize_for": {**choice.to_json(), **asdict(effective_schemes(qmodel))},
-        "recipe_hash": recipe_hash(qmodel.recipe),
-        "notes": list(artifact.notes) + list(choice.notes) + list(qmodel.warnings),
-        "tolerance_lsb": target.parity_tolerance_lsb if artifact.tolerance_lsb is None else artifact.tolerance_lsb,
-        "size_bytes": artifact.path.stat().st_size if artifact.path.is_file() else None,
-    }
+    notes = list(artifact.notes) + list(choice.notes) + list(qmodel.warnings)
+    tolerance = target.parity_tolerance_lsb if artifact.tolerance_lsb is None else artifact.tolerance_lsb
+    imported = None
     if session.learned is not None and session.learned.imported is not None:
         changes = grid_changes(session.learned, stats, qmodel)
-        entry["notes"] += [c.line() for c in changes]
-        entry["imported_grid"] = {"tool": session.learned.imported.tool, "tensors": len(session.learned.imported.tensors),
-                                  "changed": [c.to_json() for c in changes], "notes": list(session.learned.imported.notes)}
+        notes += [c.line() for c in changes]
+        imported = imported_grid_entry(session.learned.imported, changes)
+    run: RunFigures | None = None
+    parity = latency = None
     if artifact.runnable:
-        entry.update(verify_outputs(target, artifact, qmodel, refs, data, timings))
+        run = verify_outputs(target, artifact, qmodel, refs, data, timings)
         with timings.phase("layer_parity", target.name):
-            parity = layer_parity(target, artifact, qmodel, data, entry["tolerance_lsb"], session.recipe.calibration.batch_size)
-        entry["layer_parity"] = parity.to_json() if parity is not None else None
-        entry["parity_depth"] = depth_of(qmodel.graph)  # what the end-to-end bound grows with
+            parity = layer_parity(target, artifact, qmodel, data, tolerance, session.recipe.calibration.batch_size)
         with timings.phase("golden", target.name):
             write_golden(target, artifact, data)
         with timings.phase("latency", target.name):
             latency = target.latency(qmodel, artifact, options, LATENCY_BATCHES) if measure_latency else None
-        entry["latency"] = latency.to_json() if latency is not None else None
-        entry["latency_skipped"] = not measure_latency
     memo = [(choice.recipe, constraints, qmodel)]  # a variant equal to one already quantized is not quantized again
 
     def requantize_once(r: Recipe, c: Any) -> QuantizedModel:
@@ -294,21 +304,43 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
     ctx = CheckContext(session.model, stats, data, requantize_once, references=refs)
     with timings.phase("extra_checks", target.name):
         extra = target.extra_checks(qmodel, artifact, options, ctx)
-    if extra is not None:
-        entry["notes"] += list(extra.notes)
-        entry["checks"] = extra.results
-    if extra is not None and extra.device is not None:
-        entry["device"] = asdict(extra.device)
-    entry["gated_on"] = extra.device.label if extra is not None and extra.device is not None else \
-        f"artifact in {artifact.runs_in or target.runtime_version()}" if artifact.runnable else None
-    if qmodel.requantization:
-        entry["requantization"] = [f.to_json() for f in qmodel.requantization]
+    notes += list(extra.notes) if extra is not None else []
+    device = extra.device if extra is not None else None
+    accumulators = None
     if wants_accumulator_check(qmodel):  # on the calibration data; a --stats build has only the evaluation data
         c = session.recipe.calibration
         batches = session.calibration_batches() if session.calib is not None else torch_batches(data, c.batch_size, c.num_samples)
         with timings.phase("accumulators", target.name):
-            entry["accumulators"] = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
-    _write_manifest(target, artifact, qmodel, entry, options, _recipe_file_sha256(session))
+            accumulators = accumulator_entry(qmodel, batches, "calibration" if session.calib is not None else "evaluation")
+    entry = TargetEntry(
+        artifact=str(Path(target.name) / artifact.main_file),
+        runtime=target.runtime_version(),
+        executed=artifact.runnable,
+        executed_in=artifact.runs_in or None,
+        optimize_for=optimize_for_entry(choice, effective_schemes(qmodel)),
+        recipe_hash=recipe_hash(qmodel.recipe),
+        notes=notes,
+        tolerance_lsb=tolerance,
+        size_bytes=artifact.path.stat().st_size if artifact.path.is_file() else None,
+        imported_grid=imported,
+        accuracy=run.accuracy if run else None,
+        simulation_accuracy=run.simulation_accuracy if run else None,
+        output_scale=run.output_scale if run else None,
+        parity_step=run.parity_step if run else None,
+        vs_simulation=run.vs_simulation if run else None,
+        vs_float=run.vs_float if run else None,
+        outputs=run.outputs if run else None,
+        layer_parity=parity.entry() if parity is not None else None,
+        parity_depth=depth_of(qmodel.graph) if artifact.runnable else None,  # what the end-to-end bound grows with
+        latency=latency.entry() if latency is not None else None,
+        latency_skipped=artifact.runnable and not measure_latency,
+        checks=extra.results if extra is not None else None,
+        device=device_entry(device) if device is not None else None,
+        gated_on=device.label if device is not None else f"artifact in {artifact.runs_in or target.runtime_version()}" if artifact.runnable else None,
+        requantization=requantization_entries(qmodel.requantization),
+        accumulators=accumulators,
+    )
+    write_manifest(artifact.directory, _manifest(target, artifact, qmodel, entry, options, _recipe_file_sha256(session)))
     return entry, qmodel
 
 
@@ -316,22 +348,23 @@ def _recipe_file_sha256(session: Session) -> str | None:
     return file_sha256(session.recipe_path) if session.recipe_path.is_file() else None
 
 
-def _write_manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: dict[str, Any], options: TargetOptions,
-                    recipe_file_sha256: str | None = None) -> None:
-    manifest = {
-        "qconvert_version": __version__,
-        "torch_version": torch.__version__,
-        "target": target.name,
-        "runtime": entry["runtime"],
-        "recipe": qmodel.recipe.model_dump(mode="json"),
-        "recipe_hash": entry["recipe_hash"],  # the effective recipe this target quantized with
-        "recipe_file_sha256": recipe_file_sha256,  # the recipe file as committed
-        "target_options": options.model_dump(mode="json"),
-        "artifact": artifact.to_json(),
-        "tolerance": {"max_lsb": entry["tolerance_lsb"], "output_scale": qmodel.output_scales()[0],
-                      "output_steps": qmodel.parity_steps()},  # per output, for 'qconvert verify'
-        "model_outputs": list(qmodel.captured.output_names),
-        "parity": {k: entry.get(k) for k in ("vs_simulation", "vs_float", "accuracy", "simulation_accuracy", "outputs")},
-        "quantization": [asdict(q) for q in qmodel.qparams],
-    }
-    (artifact.directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+def _manifest(target: Target, artifact: Artifact, qmodel: QuantizedModel, entry: TargetEntry, options: TargetOptions,
+              recipe_file_sha256: str | None) -> Manifest:
+    assert entry.recipe_hash is not None
+    return Manifest(
+        qconvert_version=__version__,
+        torch_version=torch.__version__,
+        target=target.name,
+        runtime=entry.runtime,
+        recipe=qmodel.recipe.model_dump(mode="json"),
+        recipe_hash=entry.recipe_hash,  # the effective recipe this target quantized with
+        recipe_file_sha256=recipe_file_sha256,  # the recipe file as committed
+        target_options=options.model_dump(mode="json"),
+        artifact=ArtifactRecord.of(artifact),
+        tolerance=ManifestTolerance(max_lsb=entry.tolerance_lsb, output_scale=qmodel.output_scales()[0],
+                                    output_steps=list(qmodel.parity_steps())),  # per output, for 'qconvert verify'
+        model_outputs=list(qmodel.captured.output_names),
+        parity=ManifestParity(vs_simulation=entry.vs_simulation, vs_float=entry.vs_float, accuracy=entry.accuracy,
+                              simulation_accuracy=entry.simulation_accuracy, outputs=entry.outputs),
+        quantization=[QuantizationEntry.model_validate(q, from_attributes=True) for q in qmodel.qparams],
+    )

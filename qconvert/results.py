@@ -7,26 +7,13 @@ and printed anywhere.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from qconvert.verify.gates import GateCheck
-from qconvert.verify.metrics import Comparison
-from qconvert.verify.output_parity import OutputResult
+from qconvert.verify.report_schema import Comparison, GateCheckEntry, OutputEntry, Report, TargetEntry
 
 __all__ = ["BuildReport", "Calibration", "GateVerdict", "LatencyFigures", "TargetReport"]
-
-
-def _comparison(d: Mapping[str, Any] | None) -> Comparison | None:
-    if d is None:
-        return None
-    nan = math.nan
-    return Comparison(int(d["samples"]), nan if d["sqnr_db"] is None else float(d["sqnr_db"]),
-                      nan if d["max_abs_error"] is None else float(d["max_abs_error"]),
-                      nan if d["cosine"] is None else float(d["cosine"]), d["top1_agreement"], d["max_lsb_error"])
 
 
 @dataclass(frozen=True)
@@ -45,7 +32,7 @@ class LatencyFigures:
 
 @dataclass(frozen=True)
 class TargetReport:
-    """One target's artifact and how it verified in its runtime."""
+    """One target's artifact and how it verified in its runtime (``entry``: the very entry of report.json)."""
 
     name: str
     #: The target's folder (``OUT/<target>``): artifact, manifest.json, golden/.
@@ -59,7 +46,7 @@ class TargetReport:
     accuracy: float | None
     simulation_accuracy: float | None
     #: The artifact against the torch simulation of the quantized model (max error in output steps, ``max_lsb_error``),
-    #: for the output farthest from it.
+    #: for the output farthest from it. A figure the data cannot tell (NaN) is None.
     vs_simulation: Comparison | None
     #: The artifact against the float model (SQNR, top-1 agreement), for the first (primary) output.
     vs_float: Comparison | None
@@ -67,12 +54,14 @@ class TargetReport:
     latency: LatencyFigures | None
     notes: tuple[str, ...]
     #: Every model output, named by its path in the model's output structure.
-    outputs: tuple[OutputResult, ...] = ()
+    outputs: tuple[OutputEntry, ...] = ()
     #: Per-layer parity where the runtime exposes its quantized tensors (None: end to end only):
     #: the worst layer in steps (None also when a tensor is missing or on another grid), and the
     #: first layer that diverges, as one line (None when none does).
     layer_parity_lsb: float | None = None
     first_divergence: str | None = None
+    #: The target's whole entry in report.json, typed (per-layer SQNR, optimize_for, device prediction, ...).
+    entry: TargetEntry | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,7 +70,7 @@ class GateVerdict:
 
     passed: bool
     failures: tuple[str, ...]
-    checks: tuple[GateCheck, ...]
+    checks: tuple[GateCheckEntry, ...]
 
 
 @dataclass(frozen=True)
@@ -89,7 +78,7 @@ class BuildReport:
     """What ``qconvert.build`` made: per-target artifacts and figures, gate verdicts, paths.
 
     A failed gate shows in ``gates`` (and ``passed``); ``build`` raises ``GateFailedError``
-    only when called with ``raise_on_gate_failure=True``.
+    only when called with ``raise_on_gate_failure=True``. ``report`` is the typed report.json itself.
     """
 
     out: Path
@@ -106,7 +95,7 @@ class BuildReport:
     fallback_recipe: Path | None = None
     #: What the user should know that did not stop the build (a target_gates entry for a target not built).
     warnings: tuple[str, ...] = ()
-    _record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    report: Report | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -117,62 +106,67 @@ class BuildReport:
         from qconvert.verify.precision import precision_lines
         from qconvert.verify.report import summary_table
 
-        precision = precision_lines(dict(self._record))  # --compare-precision: the widths side by side
-        return summary_table(dict(self._record)) + ("\n\n" + "\n".join(precision).rstrip() if precision else "")
+        if self.report is None:
+            return ""
+        precision = precision_lines(self.report.precision)  # --compare-precision: the widths side by side
+        return summary_table(self.report) + ("\n\n" + "\n".join(precision).rstrip() if precision else "")
 
     @classmethod
-    def from_record(cls, out: Path, record: Mapping[str, Any]) -> BuildReport:
-        """Read the report record (as written to ``report.json``) into typed fields."""
-        targets = {name: _target(out, name, t) for name, t in record["targets"].items()}
-        gates = record["gates"]
-        fallback = record.get("fallback") or {}
+    def of(cls, out: Path, report: Report) -> BuildReport:
+        """The API's view of a build's typed report (the object written as ``out/report.json``)."""
+        fb = report.fallback
         return cls(
             out=out,
             report_json=out / "report.json",
-            float_accuracy=record["float"]["accuracy"],
-            calibration_samples=record["calibration"]["samples"],
-            eval_samples=record["eval"]["samples"],
-            targets=targets,
-            gates=GateVerdict(bool(gates["passed"]), tuple(gates["failures"]), tuple(GateCheck(**c) for c in gates["checks"])),
-            fallback_layers=tuple(fallback.get("layers") or ()),
-            fallback_keep=fallback.get("keep"),
-            fallback_recipe=out / fallback["recipe_file"] if fallback.get("recipe_file") else None,
-            warnings=tuple(record.get("warnings") or ()),
-            _record=record,
+            float_accuracy=report.float.accuracy,
+            calibration_samples=report.calibration.samples,
+            eval_samples=report.eval.samples,
+            targets={name: _target(out, name, t) for name, t in report.targets.items()},
+            gates=GateVerdict(report.gates.passed, tuple(report.gates.failures), tuple(report.gates.checks)),
+            fallback_layers=tuple(fb.layers) if fb is not None else (),
+            fallback_keep=fb.keep if fb is not None else None,
+            fallback_recipe=out / fb.recipe_file if fb is not None and fb.recipe_file else None,
+            warnings=tuple(report.warnings),
+            report=report,
         )
 
+    @classmethod
+    def read(cls, out: Path) -> BuildReport:
+        """A build's ``out/report.json``, read back."""
+        return cls.of(out, Report.model_validate_json((out / "report.json").read_bytes()))
 
-def _target(out: Path, name: str, t: Mapping[str, Any]) -> TargetReport:
-    lat = t.get("latency")
+
+def _target(out: Path, name: str, t: TargetEntry) -> TargetReport:
+    lat = t.latency
     latency = None
-    if lat:
-        by = sorted(lat["by_batch"].items(), key=lambda kv: int(kv[0]))
-        latency = LatencyFigures(lat["runtime"], tuple(int(b) for b, _ in by), tuple(v["int8_ms"] for _, v in by),
-                                 tuple(v["float_ms"] for _, v in by))
+    if lat is not None:
+        by = sorted((int(b), v) for b, v in lat.by_batch.items())
+        latency = LatencyFigures(lat.runtime, tuple(b for b, _ in by), tuple(v.int8_ms for _, v in by), tuple(v.float_ms for _, v in by))
+    lp = t.layer_parity
     return TargetReport(
         name=name,
         directory=out / name,
-        artifact=out / t["artifact"],
-        runtime=str(t["runtime"]),
-        executed=bool(t["executed"]),
-        size_bytes=t.get("size_bytes"),
-        accuracy=t.get("accuracy"),
-        simulation_accuracy=t.get("simulation_accuracy"),
-        vs_simulation=_comparison(t.get("vs_simulation")),
-        vs_float=_comparison(t.get("vs_float")),
-        tolerance_lsb=float(t["tolerance_lsb"]),
+        artifact=out / t.artifact,
+        runtime=t.runtime,
+        executed=t.executed,
+        size_bytes=t.size_bytes,
+        accuracy=t.accuracy,
+        simulation_accuracy=t.simulation_accuracy,
+        vs_simulation=t.vs_simulation,
+        vs_float=t.vs_float,
+        tolerance_lsb=t.tolerance_lsb,
         latency=latency,
-        notes=tuple(t.get("notes") or ()),
-        outputs=tuple(OutputResult(o["name"], o["output_scale"], o["parity_step"], _comparison(o["vs_simulation"]),  # type: ignore[arg-type]
-                                   _comparison(o["vs_float"])) for o in t.get("outputs") or ()),  # type: ignore[arg-type]
-        layer_parity_lsb=(t.get("layer_parity") or {}).get("max_lsb_error"),
-        first_divergence=((t.get("layer_parity") or {}).get("first_divergence") or {}).get("text"),
+        notes=tuple(t.notes),
+        outputs=tuple(t.outputs or ()),
+        layer_parity_lsb=lp.max_lsb_error if lp is not None else None,
+        first_divergence=lp.first_divergence.text if lp is not None and lp.first_divergence is not None else None,
+        entry=t,
     )
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Statistics collected by ``qconvert.calibrate``; ``out`` holds them for ``build(stats=...)``."""
+    """Statistics collected by ``qconvert.calibrate``; ``out`` holds them for ``build(stats=out)``."""
 
     out: Path | None
     tensors: int

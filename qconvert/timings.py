@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from qconvert.verify.report_schema import TimingsEntry
+
 __all__ = ["BUILD_PHASES", "TARGET_PHASES", "Timings"]
 
 #: Phases of the whole build, in the order they run.
@@ -39,6 +41,7 @@ class Timings:
         finally:
             self.add(name, time.perf_counter() - start, target)
 
-    def to_json(self) -> dict[str, object]:
-        return {"unit": "s", "phases": {k: round(v, 4) for k, v in self.phases.items()},
-                "targets": {t: {k: round(v, 4) for k, v in p.items()} for t, p in self.targets.items()}}
+    def entry(self) -> TimingsEntry:
+        """As report.json's ``timings`` holds it (seconds, rounded to 0.1 ms)."""
+        return TimingsEntry(phases={k: round(v, 4) for k, v in self.phases.items()},
+                            targets={t: {k: round(v, 4) for k, v in p.items()} for t, p in self.targets.items()})

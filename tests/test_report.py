@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from qconvert.verify.layerwise import rebin
+from qconvert.verify.manifest import Manifest, manifest_json_schema_text
+from qconvert.verify.report import report_json
 from qconvert.verify.report_schema import Report, report_json_schema_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_committed_report_schema_matches_the_models() -> None:
     assert (ROOT / "schemas" / "report.schema.json").read_text() == report_json_schema_text(), "run 'make schema'"
+
+
+def test_committed_manifest_schema_matches_the_models() -> None:
+    assert (ROOT / "schemas" / "manifest.schema.json").read_text() == manifest_json_schema_text(), "run 'make schema'"
+
+
+def test_real_manifest_validates_against_schema_and_reads_back_identical(onnx_build: Path) -> None:
+    text = (onnx_build / "onnx" / "manifest.json").read_text()
+    jsonschema.validate(json.loads(text), json.loads((ROOT / "schemas" / "manifest.schema.json").read_text()))
+    m = Manifest.model_validate_json(text)
+    assert m.model_dump_json(indent=1) + "\n" == text  # the model is the whole file: nothing dropped or added on a round trip
+    assert m.target == "onnx" and (onnx_build / "onnx" / m.artifact.main_file).is_file()
+
+
+def test_report_json_reads_back_into_the_same_typed_report(onnx_build: Path) -> None:
+    text = (onnx_build / "report.json").read_text()
+    report = Report.model_validate_json(text)
+    assert report_json(report) == text
+    t = report.targets["onnx"]
+    assert t.executed and t.vs_float is not None and t.layers is not None and t.layer_parity is not None
+
+
+def test_special_floats_are_strings_in_json_and_floats_in_python() -> None:
+    from qconvert.verify.numbers import cell
+    from qconvert.verify.report_schema import Comparison
+
+    c = Comparison(samples=2, sqnr_db=math.inf, max_abs_error=0.0, cosine=1.0, top1_agreement=None, max_lsb_error=0.0)
+    j = json.loads(c.model_dump_json())
+    assert j["sqnr_db"] == "inf" and j["top1_agreement"] is None
+    assert Comparison.model_validate(j).sqnr_db == math.inf
+    assert [cell(v) for v in (None, math.inf, -math.inf, math.nan, 1.234)] == ["-", "inf", "-inf", "nan", "1.23"]
 
 
 def test_real_report_validates_against_schema_and_models(onnx_build: Path) -> None:

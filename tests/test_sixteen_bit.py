@@ -33,7 +33,7 @@ def _build(tmp_path: Path, mode: str, target: str) -> dict:  # type: ignore[type
                        out=tmp_path / "OUT", targets=(target,), weights=DIGITS / "weights.pt", eval_data=DIGITS / "eval.npz", latency=False)
     result = build(req, TargetRegistry())
     assert not result.gate_failures, result.gate_failures
-    return result.report
+    return json.loads((tmp_path / "OUT" / "report.json").read_text())
 
 
 def _float_accuracy(x: np.ndarray, y: np.ndarray) -> float:

@@ -14,8 +14,8 @@ def test_phases_add_up() -> None:
     t.add("simulation", 0.5, "onnx")
     with t.phase("capture"):
         pass
-    j = t.to_json()
-    assert j["targets"] == {"onnx": {"simulation": 1.5}} and set(j["phases"]) == {"capture"}  # type: ignore[call-overload]
+    j = t.entry()
+    assert j.targets == {"onnx": {"simulation": 1.5}} and set(j.phases) == {"capture"}
 
 
 def test_a_build_reports_where_its_time_went(onnx_build: Path) -> None:

@@ -56,10 +56,6 @@ class AccumulatorWidth:
     def overflows(self) -> bool:
         return self.limit is not None and self.partial_bits > self.limit
 
-    def to_json(self) -> dict[str, Any]:
-        return {"layer": self.layer, "fan_in": self.fan_in, "final_bits": self.final_bits,
-                "partial_bits": self.partial_bits, "limit": self.limit, "overflows": self.overflows}
-
 
 @dataclass
 class _Peak:

@@ -43,10 +43,6 @@ class FoldedRequantization:
     #: Largest |approximated / exact - 1| over the layer's channels.
     max_relative_error: float
 
-    def to_json(self) -> dict[str, object]:
-        return {"layer": self.layer, "multiplier_bits": self.multiplier_bits, "rounding": self.rounding,
-                "channels": self.channels, "max_relative_error": self.max_relative_error}
-
 
 def multiplier_and_shift(ratio: torch.Tensor, bits: int, rounding: Literal["nearest", "floor"] = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
     """Integers (m, n) with ratio ~= m * 2**-n and m in [2**(bits-2), 2**(bits-1)] (signed, ``bits`` wide).

@@ -44,10 +44,6 @@ class GridChange:
         return (f"grid changed: {self.role} '{self.key}' ({where}): {self.was} -> {self.now}, "
                 f"scale changed by up to {100.0 * self.scale_change:.2f}%")
 
-    def to_json(self) -> dict[str, object]:
-        return {"key": self.key, "module": self.module, "role": self.role, "scale_change": self.scale_change,
-                "was": self.was, "now": self.now}
-
 
 def target_stats(learned: LearnedRanges, captured: Captured, recipe: Recipe, constraints: QuantConstraints, target: str,
                  placement: Placement) -> StatsSet:

@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -33,7 +33,9 @@ from qconvert.sensitivity.simulate import Evaluator, SimScore
 from qconvert.sensitivity.variants import candidate_layers, kept
 from qconvert.targets.plan import Planner, TargetPlan
 from qconvert.verify.gates import GateCheck, evaluate, gates_for
+from qconvert.verify.numbers import json_safe
 from qconvert.verify.references import FloatReferences
+from qconvert.verify.report_schema import Fallback, FallbackScreen, FallbackStepEntry, SimulatedScore
 
 if TYPE_CHECKING:
     from qconvert.session import Session
@@ -52,8 +54,12 @@ class TargetScreen:
     simulated: SimScore
     passed: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "simulated": self.simulated.to_json(), "passed": self.passed}
+    def entry(self) -> FallbackScreen:
+        return FallbackScreen(target=self.target, simulated=_score(self.simulated), passed=self.passed)
+
+
+def _score(s: SimScore) -> SimulatedScore:
+    return SimulatedScore(accuracy=s.accuracy, sqnr_db=s.sqnr_db, top1_agreement=s.top1_agreement)
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,10 @@ class FallbackStep:
         """The figures of the target farthest from float (lowest SQNR), where one line shows one score."""
         return min(self.screens, key=lambda s: s.simulated.sqnr_db).simulated
 
-    def to_json(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "simulated": self.simulated.to_json(), "simulation_passed": self.simulation_passed,
-                "targets": [s.to_json() for s in self.screens], "built": self.built, "failures": list(self.failures)}
+    def entry(self) -> FallbackStepEntry:
+        """As report.json's ``fallback.steps`` holds it."""
+        return FallbackStepEntry(layers=list(self.layers), simulated=_score(self.simulated), simulation_passed=self.simulation_passed,
+                                 targets=[s.entry() for s in self.screens], built=self.built, failures=list(self.failures))
 
 
 @dataclass(frozen=True)
@@ -91,11 +98,12 @@ class FallbackResult:
     #: The target whose plan the layers were ranked under (None: no ranking was needed).
     ranked_on: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"metric": self.config.metric, "keep": self.config.keep, "max_layers": self.config.max_layers,
-                "layers": list(self.layers), "passed": self.passed, "recipe_file": self.recipe_file,
-                "screened": "per target", "ranked_on": self.ranked_on, "steps": [s.to_json() for s in self.steps],
-                "ranking": self.sensitivity.to_json() if self.sensitivity is not None else None}
+    def entry(self) -> Fallback:
+        """As report.json's ``fallback`` holds it (``ranking``: as 'qconvert sensitivity --json' writes it)."""
+        return Fallback(metric=self.config.metric, keep=self.config.keep, max_layers=self.config.max_layers, layers=list(self.layers),
+                        passed=self.passed, recipe_file=self.recipe_file, screened="per target", ranked_on=self.ranked_on,
+                        steps=[s.entry() for s in self.steps],
+                        ranking=json_safe(self.sensitivity.to_json()) if self.sensitivity is not None else None)
 
 
 def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: Mapping[str, Planner], build_all: BuildAll,

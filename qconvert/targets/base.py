@@ -8,10 +8,9 @@ a board that has only the runtime and numpy.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,6 +20,7 @@ from qconvert.core.constraints import QuantConstraints
 from qconvert.core.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.errors import RecipeError
 from qconvert.targets.speed import FastTypes
+from qconvert.verify.report_schema import BatchLatency, ExtraResults, LatencyEntry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from qconvert.targets.intermediates import Intermediates
     from qconvert.verify.references import FloatReferences
 
-__all__ = ["Artifact", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "Latency", "NoOptions", "Target", "TargetOptions"]
+__all__ = ["Artifact", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "ExtraResults", "Latency", "NoOptions", "Target",
+           "TargetOptions"]
 
 
 class TargetOptions(BaseModel):
@@ -90,18 +91,12 @@ class Artifact:
     def path(self) -> Path:
         return self.directory / self.main_file
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["directory"] = "."
-        return d
-
     @classmethod
     def from_manifest(cls, directory: Path) -> Artifact:
-        data = json.loads((directory / "manifest.json").read_text())["artifact"]
-        data["directory"] = directory
-        for k in ("input_names", "output_names", "notes"):
-            data[k] = tuple(data[k])
-        return cls(**data)
+        """The artifact a build wrote into ``directory``, from its manifest.json (``qconvert.verify.manifest``)."""
+        from qconvert.verify.manifest import read_manifest
+
+        return read_manifest(directory).artifact.artifact(directory)
 
 
 class Target(ABC):
@@ -192,15 +187,14 @@ class Latency:
     float_nodes: int | None = None
     float_ops: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "runtime": self.runtime,
-            "by_batch": {str(b): {"int8_ms": i, "float_ms": f, "speedup": f / i if i > 0 else None}
-                         for b, i, f in zip(self.batch_sizes, self.int8_ms, self.float_ms)},
-            "int8_nodes": self.int8_nodes,
-            "float_nodes": self.float_nodes,
-            "float_ops": list(self.float_ops),
-        }
+    def entry(self) -> LatencyEntry:
+        """As report.json's ``latency`` holds it."""
+        return LatencyEntry(
+            runtime=self.runtime,
+            by_batch={str(b): BatchLatency(int8_ms=i, float_ms=f, speedup=f / i if i > 0 else None)
+                      for b, i, f in zip(self.batch_sizes, self.int8_ms, self.float_ms)},
+            int8_nodes=self.int8_nodes, float_nodes=self.float_nodes, float_ops=list(self.float_ops),
+        )
 
 
 @dataclass(frozen=True)
@@ -235,8 +229,9 @@ class DeviceFigures:
 
 @dataclass(frozen=True)
 class ExtraChecks:
-    """Result of ``Target.extra_checks``: report notes and JSON-ready results (``checks`` in report.json)."""
+    """Result of ``Target.extra_checks``: report notes and the plugin's own typed results (``checks`` in report.json:
+    subclass ``ExtraResults`` with the fields)."""
 
     notes: tuple[str, ...] = ()
-    results: dict[str, Any] = field(default_factory=dict)
+    results: ExtraResults | None = None
     device: DeviceFigures | None = None

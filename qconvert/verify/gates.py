@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 from qconvert.errors import DataError
 from qconvert.recipe.model import Gates, Recipe
+from qconvert.verify.numbers import nan_to_none
+from qconvert.verify.report_schema import AccumulatorsEntry, GateCheckEntry, Report, TargetEntry
 
 __all__ = ["E2E_STEPS_PER_SQRT_DEPTH", "E2E_UNEXPOSED_STEPS_PER_SQRT_DEPTH", "METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "accumulator_checks", "check_gates",
            "end_to_end_bound", "evaluate", "gate_checks", "gates_for", "require_measurable"]
@@ -51,9 +54,9 @@ def gates_for(recipe: Recipe, target: str) -> Gates:
     return Gates(**merged)
 
 
-def check_gates(recipe: Recipe, report: dict[str, Any]) -> list[str]:
+def check_gates(recipe: Recipe, report: Report) -> list[str]:
     """One line per failed gate: target, metric, value, limit."""
-    return [c.line() for c in gate_checks(recipe, report) if not c.passed]
+    return [c.line() for c in gate_checks(recipe, report.targets, report.float.accuracy) if not c.passed]
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,10 @@ class GateCheck:
         of = f" ({self.figure})" if self.predicted else ""
         return f"{where}: {name} {shown} {op} limit {self.limit:g}{unit}{of}"
 
-    def to_json(self) -> dict[str, Any]:
-        out = {"target": self.target, "metric": self.metric, "value": self.value, "limit": self.limit, "passed": self.passed,
-               "figure": self.figure}
-        return (out | ({"layer": self.layer} if self.layer is not None else {}) | ({"detail": self.detail} if self.detail else {})
-                | ({"output": self.output} if self.output else {}))
+    def entry(self) -> GateCheckEntry:
+        """As report.json's ``gates.checks`` holds it."""
+        return GateCheckEntry(target=self.target, metric=self.metric, value=self.value, limit=self.limit, passed=self.passed,
+                              layer=self.layer, detail=self.detail or None, output=self.output or None, figure=self.figure)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def evaluate(gates: Gates, target: str, float_accuracy: float | None, m: Measure
         drop = float_accuracy - m.accuracy
         checks.append(GateCheck(target, "accuracy_drop_pp", drop, gates.max_accuracy_drop, drop <= gates.max_accuracy_drop + _EPS))
     if gates.min_sqnr_db is not None:
-        v = _number(m.sqnr_db)
+        v = nan_to_none(m.sqnr_db)
         checks.append(GateCheck(target, "sqnr_db", v, gates.min_sqnr_db, v is not None and v >= gates.min_sqnr_db - _EPS))
     if gates.min_top1_agreement is not None and m.top1_agreement is not None:
         v = m.top1_agreement
@@ -157,57 +159,59 @@ def evaluate(gates: Gates, target: str, float_accuracy: float | None, m: Measure
     return checks
 
 
-def gate_checks(recipe: Recipe, report: dict[str, Any]) -> list[GateCheck]:
-    """All gates of every executed target in a build report (targets not run here have nothing to check).
+def gate_checks(recipe: Recipe, targets: Mapping[str, TargetEntry], float_accuracy: float | None) -> list[GateCheck]:
+    """All gates of every executed target of a build (targets not run here have nothing to check).
 
     Parity and SQNR gates judge every model output; accuracy and top-1 agreement judge the
     first output (the primary head: logits), the only one labels and classes refer to.
     """
     checks: list[GateCheck] = []
-    for name, t in report["targets"].items():
-        checks += accumulator_checks(name, t.get("accumulators"))
-        if not t.get("executed"):
+    for name, t in targets.items():
+        checks += accumulator_checks(name, t.accumulators)
+        if not t.executed or t.vs_simulation is None or t.vs_float is None:
             continue
-        outputs = t.get("outputs") or [{"name": None, "vs_simulation": t["vs_simulation"], "vs_float": t["vs_float"]}]
-        layer = _layer_parity(t.get("layer_parity")) or {"depth": int(t.get("parity_depth") or 0)}
-        device = t.get("device")  # a device that cannot run here, predicted (TIDL): its figures are what ships
-        run_here = f"artifact in {t.get('executed_in') or t['runtime']}"
-        for i, o in enumerate(outputs):
-            sim, flt = o["vs_simulation"], o["vs_float"]
+        outputs = [(o.name, o.vs_simulation, o.vs_float) for o in t.outputs or ()] or [(None, t.vs_simulation, t.vs_float)]
+        device = t.device  # a device that cannot run here, predicted (TIDL): its figures are what ships
+        run_here = f"artifact in {t.executed_in or t.runtime}"
+        for i, (oname, sim, flt) in enumerate(outputs):
             primary = i == 0
             predicted = primary and device is not None
-            if predicted:
-                acc, sqnr, top1 = device["accuracy"], _number(device["sqnr_db"]), device["top1_agreement"]
+            if device is not None and predicted:
+                acc, sqnr, top1 = device.accuracy, device.sqnr_db, device.top1_agreement
             else:
-                acc, sqnr, top1 = t.get("accuracy") if primary else None, _number(flt["sqnr_db"]), flt["top1_agreement"] if primary else None
-            m = Measured(acc, sqnr, top1, sim["max_lsb_error"], t["tolerance_lsb"], sim_sqnr_db=_number(sim["sqnr_db"]), **layer)
-            label = o["name"] if len(outputs) > 1 else None
-            found = evaluate(gates_for(recipe, name), name, report["float"]["accuracy"], m)
+                acc, sqnr, top1 = t.accuracy if primary else None, flt.sqnr_db, flt.top1_agreement if primary else None
+            m = _measured(t, acc, sqnr, top1, sim.max_lsb_error, sim.sqnr_db)
+            label = oname if len(outputs) > 1 else None
+            found = evaluate(gates_for(recipe, name), name, float_accuracy, m)
             # per-layer parity covers the whole graph once; each output adds its own end-to-end checks
             for c in found:
                 if not primary and c.metric == "layer_parity_lsb":
                     continue
                 on_device = predicted and c.metric in ("accuracy_drop_pp", "sqnr_db", "top1_agreement")
-                checks.append(replace(c, output=label, figure=device["label"] if on_device else run_here, predicted=on_device))
+                figure = device.label if device is not None and on_device else run_here
+                checks.append(replace(c, output=label, figure=figure, predicted=on_device))
     return checks
 
 
-def accumulator_checks(target: str, entry: dict[str, Any] | None) -> list[GateCheck]:
+def accumulator_checks(target: str, entry: AccumulatorsEntry | None) -> list[GateCheck]:
     """One check per layer with an accumulator limit (recipe ``accumulator_bits``): its widest
     partial sum on the calibration data must fit. Simulation only, so targets not run here count."""
-    if not entry:
+    if entry is None:
         return []
-    return [GateCheck(target, "accumulator_bits", float(w["partial_bits"]), float(w["limit"]), not w["overflows"], w["layer"])
-            for w in entry["layers"] if w["limit"] is not None]
+    return [GateCheck(target, "accumulator_bits", float(w.partial_bits), float(w.limit), not w.overflows, w.layer)
+            for w in entry.layers if w.limit is not None]
 
 
-def _layer_parity(lp: dict[str, Any] | None) -> dict[str, Any]:
-    if not lp:
-        return {}
-    first = lp.get("first_divergence")
-    return {"layer_checked": True, "layer_parity_lsb": lp["max_lsb_error"], "depth": lp["depth"],
-            "outputs_covered": bool(lp.get("outputs_covered")),
-            "first_divergence": f"first divergence at {first['text']}" if first else ""}
+def _measured(t: TargetEntry, acc: float | None, sqnr: float | None, top1: float | None, parity_lsb: float | None,
+              sim_sqnr: float | None) -> Measured:
+    """One output's figures, with the target's per-layer parity (where its runtime exposes tensors) or its depth."""
+    m = Measured(acc, sqnr, top1, parity_lsb, t.tolerance_lsb, sim_sqnr_db=sim_sqnr, depth=t.parity_depth or 0)
+    lp = t.layer_parity
+    if lp is None:
+        return m
+    first = lp.first_divergence
+    return replace(m, layer_checked=True, layer_parity_lsb=lp.max_lsb_error, depth=lp.depth, outputs_covered=lp.outputs_covered,
+                   first_divergence=f"first divergence at {first.text}" if first is not None else "")
 
 
 #: Where a runtime exposes no tensors and a high-gain network amplifies one-step rounding differences
@@ -234,11 +238,3 @@ def require_measurable(recipe: Recipe, labelled: bool, data: str) -> None:
         if g.max_accuracy_drop is not None:
             raise DataError(f"recipe {where}.max_accuracy_drop needs labelled evaluation data, but {data} has no labels "
                             "(give a .npz with 'y', or an image folder with one sub-folder per class)")
-
-
-def _number(v: object) -> float | None:
-    """A JSON metric as a float: ``inf`` stays, NaN (written as null) becomes None."""
-    if v is None:
-        return None
-    f = float(v)  # type: ignore[arg-type]
-    return None if math.isnan(f) else f

@@ -29,6 +29,7 @@ from qconvert.io.data import Dataset
 from qconvert.targets.base import Artifact, Target
 from qconvert.targets.intermediates import Intermediates, RuntimeTensor
 from qconvert.verify.gates import end_to_end_bound
+from qconvert.verify.report_schema import FirstDivergence, LayerParityEntry, LayerParityRow
 
 __all__ = ["LAYER_PARITY_SAMPLES", "OUTLIER_FRACTION", "LayerParity", "ParityAtDepth", "depth_of", "layer_parity", "quantize_nodes"]
 
@@ -79,10 +80,9 @@ class LayerParity:
         return (f"{self.steps:.0f} steps off the simulation fed the runtime's inputs (max {self.max_steps:.0f}, "
                 f"{100 * (self.off_fraction or 0):.2f} % of values beyond the tolerance)")
 
-    def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "tensor": self.tensor, "op": self.op, "module": self.module,
-                "runtime_tensor": self.runtime_tensor, "status": self.status, "max_steps": self.max_steps, "steps": self.steps,
-                "off_fraction": self.off_fraction, "differ_fraction": self.differ_fraction, "detail": self.detail}
+    def row(self) -> LayerParityRow:
+        """As report.json's ``layer_parity.layers`` holds it."""
+        return LayerParityRow.model_validate(self, from_attributes=True)
 
 
 @dataclass(frozen=True)
@@ -117,15 +117,15 @@ class ParityAtDepth:
     def end_to_end_bound_lsb(self) -> float:
         return end_to_end_bound(self.tolerance_lsb, self.depth)
 
-    def to_json(self) -> dict[str, Any]:
+    def entry(self) -> LayerParityEntry:
+        """As report.json's ``layer_parity`` holds it."""
         first = self.first_divergence
-        return {
-            "tolerance_lsb": self.tolerance_lsb, "samples": self.samples, "depth": self.depth,
-            "compared": self.compared, "max_lsb_error": self.max_steps, "outputs_covered": self.outputs_covered,
-            "end_to_end_bound_lsb": self.end_to_end_bound_lsb,
-            "first_divergence": None if first is None else {**first.to_json(), "text": f"{first.where()}: {first.problem()}"},
-            "layers": [la.to_json() for la in self.layers],
-        }
+        return LayerParityEntry(
+            tolerance_lsb=self.tolerance_lsb, samples=self.samples, depth=self.depth, compared=self.compared,
+            max_lsb_error=self.max_steps, outputs_covered=self.outputs_covered, end_to_end_bound_lsb=self.end_to_end_bound_lsb,
+            first_divergence=None if first is None else FirstDivergence(**first.row().model_dump(), text=f"{first.where()}: {first.problem()}"),
+            layers=[la.row() for la in self.layers],
+        )
 
 
 def quantize_nodes(gm: GraphModule) -> list[Node]:

@@ -24,6 +24,7 @@ from qconvert.core.ranges import choose_range
 from qconvert.core.stats import StatsSet, TensorStats
 from qconvert.io.data import Dataset
 from qconvert.verify.metrics import CompareAccumulator
+from qconvert.verify.report_schema import HistBins, LayerHistogram, Layers, LayerSqnr
 
 __all__ = ["layer_report", "layer_reports", "rebin"]
 
@@ -49,13 +50,13 @@ class _Probe:
 
 
 def layer_report(qmodel: QuantizedModel, stats: StatsSet, data: Dataset, batch_size: int,
-                 limit: int = LAYER_SAMPLES, worst: int = WORST_HISTOGRAMS) -> dict[str, Any]:
+                 limit: int = LAYER_SAMPLES, worst: int = WORST_HISTOGRAMS) -> Layers:
     """``layers`` (every quantized activation, worst SQNR first) and ``histograms`` (the worst few)."""
     return layer_reports({"": qmodel}, stats, data, batch_size, limit, worst)[""]
 
 
 def layer_reports(qmodels: Mapping[str, QuantizedModel], stats: StatsSet, data: Dataset, batch_size: int,
-                  limit: int = LAYER_SAMPLES, worst: int = WORST_HISTOGRAMS) -> dict[str, dict[str, Any]]:
+                  limit: int = LAYER_SAMPLES, worst: int = WORST_HISTOGRAMS) -> dict[str, Layers]:
     """``layer_report`` of several Q/DQ models of one capture (one per target), with one float graph pass for all."""
     if not qmodels:
         return {}
@@ -76,16 +77,16 @@ def layer_reports(qmodels: Mapping[str, QuantizedModel], stats: StatsSet, data: 
 
 
 def _rows(qmodel: QuantizedModel, stats: StatsSet, probes: list[_Probe], acc: dict[str, CompareAccumulator], samples: int,
-          worst: int) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = [{"key": p.key, "module": p.module, "sqnr_db": acc[p.key].result().sqnr_db} for p in probes]
-    rows.sort(key=lambda r: _order(float(r["sqnr_db"])))
+          worst: int) -> Layers:
+    rows = [LayerSqnr(key=p.key, module=p.module, sqnr_db=acc[p.key].result().sqnr_db) for p in probes]
+    rows.sort(key=lambda r: _order(r.sqnr_db))
     by_key = {p.key: p for p in probes}
-    hists = [_histogram(stats.tensors[r["key"]], qmodel, by_key[r["key"]]) for r in rows if r["key"] in stats.tensors][:worst]
-    return {"samples": samples, "layers": rows, "histograms": hists}
+    hists = [_histogram(stats.tensors[r.key], qmodel, by_key[r.key]) for r in rows if r.key in stats.tensors][:worst]
+    return Layers(samples=samples, layers=rows, histograms=hists)
 
 
-def _order(sqnr: float) -> float:
-    return -math.inf if math.isnan(sqnr) else sqnr
+def _order(sqnr: float | None) -> float:
+    return -math.inf if sqnr is None or math.isnan(sqnr) else sqnr
 
 
 def _probes(qmodel: QuantizedModel) -> list[_Probe]:
@@ -135,11 +136,11 @@ def _record(gm: GraphModule, inputs: tuple[torch.Tensor, ...], names: set[str]) 
     return r.values
 
 
-def _histogram(s: TensorStats, qmodel: QuantizedModel, p: _Probe) -> dict[str, Any]:
+def _histogram(s: TensorStats, qmodel: QuantizedModel, p: _Probe) -> LayerHistogram:
     clip = choose_range(s, qmodel.decisions[p.key], qmodel.recipe.calibration)
     lo, hi, counts = rebin(s.hist, s.hist_range, (min(clip[0], s.min), max(clip[1], s.max)))
-    return {"key": p.key, "module": p.module, "method": qmodel.decisions[p.key].method, "clip": list(clip), "grid": list(p.grid),
-            "observed": [s.min, s.max], "bins": {"lo": lo, "hi": hi, "counts": counts}}
+    return LayerHistogram(key=p.key, module=p.module, method=qmodel.decisions[p.key].method, clip=list(clip), grid=list(p.grid),
+                          observed=[s.min, s.max], bins=HistBins(lo=lo, hi=hi, counts=counts))
 
 
 def rebin(hist: np.ndarray, hist_range: float, span: tuple[float, float], bars: int = HIST_BARS) -> tuple[float, float, list[int]]:

@@ -24,9 +24,6 @@ class Comparison:
     top1_agreement: float | None
     max_lsb_error: float | None
 
-    def to_json(self) -> dict[str, float | int | None]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) and v != math.inf else v) for k, v in self.__dict__.items()}
-
 
 class CompareAccumulator:
     """Accumulates comparison statistics batch by batch (memory independent of data size)."""

@@ -8,7 +8,6 @@ records. A board with onnxruntime and numpy can run this; nothing here imports t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from qconvert.errors import BadInputError, DataError, PluginError, TargetUnavailableError
-from qconvert.io.files import check_dir, check_file, first_line, reading
+from qconvert.io.files import check_dir, check_file, reading
 from qconvert.targets.base import Artifact, Target
 from qconvert.targets.registry import TargetRegistry
+from qconvert.verify.manifest import Manifest, read_manifest
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 
 __all__ = ["OutputCheck", "Verdict", "verify_artifact"]
@@ -99,12 +99,11 @@ def verify_artifact(directory: Path, registry: TargetRegistry, data: Path | None
         TargetUnavailableError: the target's plugin or runtime is missing here.
     """
     manifest = _manifest(directory)
-    name = manifest["target"]
+    name = manifest.target
     if name not in registry.names():
         raise TargetUnavailableError(f"{directory}: target '{name}' is not installed here; pip install its plugin (qconvert-{name}) and runtime")
     target = _load(registry, name)
-    with reading(directory / "manifest.json", "qconvert manifest", BadInputError, "give a target's folder of a build, e.g. OUT/onnx"):
-        artifact = Artifact.from_manifest(directory)
+    artifact = manifest.artifact.artifact(directory)
     if not artifact.path.is_file():
         raise BadInputError(f"{directory}: the artifact file {artifact.main_file} named in manifest.json is missing")
     inputs, expected, labels, source = _golden(directory, artifact) if data is None else _user_data(data, artifact)
@@ -115,18 +114,18 @@ def verify_artifact(directory: Path, registry: TargetRegistry, data: Path | None
         got = _run_in_chunks(target.run, artifact, inputs, n)
     except ImportError as e:
         raise TargetUnavailableError(f"target '{name}' cannot run here: {e.name or e} is not installed (pip install the runtime)") from e
-    tol = manifest.get("tolerance", {})
-    steps = tol.get("output_steps") or [tol.get("output_scale")]
+    tol = manifest.tolerance
+    steps = tol.output_steps or [tol.output_scale]
     checks = []
     for i, oname in enumerate(artifact.output_names):
         step = steps[i] if i < len(steps) else None
-        checks.append(_compare(oname, expected[oname], got[i], step, float(tol.get("max_lsb", 1.0))))
+        checks.append(_compare(oname, expected[oname], got[i], step, tol.max_lsb))
     accuracy = None
     if labels is not None:
         acc = AccuracyAccumulator()
         acc.update(got[0], labels)
         accuracy = acc.result()
-    return Verdict(directory, name, artifact.main_file, artifact.path.stat().st_size, str(manifest.get("runtime")),
+    return Verdict(directory, name, artifact.main_file, artifact.path.stat().st_size, manifest.runtime,
                    target.runtime_version(), source, n, tuple(checks), accuracy)
 
 
@@ -141,21 +140,12 @@ def _load(registry: TargetRegistry, name: str) -> Target:
         raise
 
 
-def _manifest(directory: Path) -> dict:  # type: ignore[type-arg]
+def _manifest(directory: Path) -> Manifest:
     fix = "give a target's folder of a build, e.g. OUT/onnx"
     check_dir(directory, "artifact directory", BadInputError, fix)
-    path = directory / "manifest.json"
-    if not path.exists():
-        raise BadInputError(f"{directory}: no manifest.json; {fix}")
-    check_file(path, "manifest", BadInputError, fix)
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-        m["target"], m["artifact"]
-        if not isinstance(m["target"], str) or not isinstance(m["artifact"], dict):
-            raise TypeError("'target' must be a name and 'artifact' a mapping")
-    except (ValueError, KeyError, TypeError) as e:
-        raise BadInputError(f"{path}: not a qconvert manifest ({first_line(e)}); {fix}") from e
-    return m
+    if (directory / "manifest.json").exists():
+        check_file(directory / "manifest.json", "manifest", BadInputError, fix)
+    return read_manifest(directory)
 
 
 Arrays = dict[str, np.ndarray]

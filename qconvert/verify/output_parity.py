@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator, Comparison
+from qconvert.verify.report_schema import Comparison as ComparisonEntry
+from qconvert.verify.report_schema import OutputEntry
 
 __all__ = ["OutputParity", "OutputResult", "OutputsParity"]
 
@@ -30,9 +31,10 @@ class OutputResult:
     vs_simulation: Comparison
     vs_float: Comparison
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "output_scale": self.output_scale, "parity_step": self.parity_step,
-                "vs_simulation": self.vs_simulation.to_json(), "vs_float": self.vs_float.to_json()}
+    def entry(self) -> OutputEntry:
+        """As report.json's ``outputs`` holds it."""
+        return OutputEntry(name=self.name, output_scale=self.output_scale, parity_step=self.parity_step,
+                           vs_simulation=ComparisonEntry.of(self.vs_simulation), vs_float=ComparisonEntry.of(self.vs_float))
 
 
 @dataclass(frozen=True)

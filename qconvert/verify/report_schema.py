@@ -1,22 +1,32 @@
-"""The shape of report.json, as pydantic models; ``schemas/report.schema.json`` is generated from them.
+"""report.json as pydantic models: the build constructs them, every reader reads them, and
+``schemas/report.schema.json`` is generated from them.
 
-The build assembles the report as plain JSON-ready data; these models are the contract a
-CI job or dashboard reads against, and a test validates real reports with both the models
-and the committed schema. A target's entry allows extra keys: plugins add their own
-results there (``checks``) and the core grows (``latency``).
+The pipeline and the plugins build these objects directly (``Report``, one ``TargetEntry`` per
+target); gates, markdown, html, the CLI and the Python API read their attributes, and
+report.json is ``Report.model_dump_json``. Reading a report.json back is
+``Report.model_validate_json``. Floats are ``JsonFloat`` (``qconvert.verify.numbers``): a float
+in Python, a number or "inf"/"-inf"/"nan" in JSON (the SQNR of an exact artifact is +inf).
+Torch-free: ``qconvert verify`` may import it on a board.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializeAsAny
 
-__all__ = ["Report", "report_json_schema", "report_json_schema_text"]
+from qconvert.verify.numbers import JsonFloat, nan_to_none
 
-# SQNR of two identical outputs is +inf: strict JSON has no infinity, so report.json writes the string "inf".
-Num = float | Literal["inf", "-inf", "nan"]
+if TYPE_CHECKING:
+    from qconvert.verify import metrics
+
+__all__ = ["AccumulatorsEntry", "Calibration", "Comparison", "EvalInfo", "ExtraResults", "Fallback", "FloatInfo", "GateCheckEntry",
+           "GatesEntry", "ImportedGridEntry", "LatencyEntry", "LayerParityEntry", "Layers", "OptimizeForEntry", "OutputEntry",
+           "PrecisionComparison", "PrecisionRow", "Report", "TargetEntry", "TimingsEntry", "report_json_schema",
+           "report_json_schema_text"]
+
+Num = JsonFloat
 
 
 class _Strict(BaseModel):
@@ -24,7 +34,7 @@ class _Strict(BaseModel):
 
 
 class Comparison(_Strict):
-    """One output compared with a reference over the evaluation set."""
+    """One output compared with a reference over the evaluation set (NaN, a figure the data cannot tell, is None)."""
 
     samples: int = Field(..., description="Samples compared.")
     sqnr_db: Num | None = Field(..., description="Signal-to-quantization-noise ratio, dB (\"inf\" when equal, null when NaN).")
@@ -32,6 +42,11 @@ class Comparison(_Strict):
     cosine: Num | None = Field(..., description="Cosine similarity of the flattened outputs.")
     top1_agreement: Num | None = Field(..., description="Fraction of samples whose arg-max matches; null when not a classifier.")
     max_lsb_error: Num | None = Field(..., description="max_abs_error in output quantization steps; null without a step.")
+
+    @classmethod
+    def of(cls, c: metrics.Comparison) -> Comparison:
+        return cls(samples=c.samples, sqnr_db=nan_to_none(c.sqnr_db), max_abs_error=nan_to_none(c.max_abs_error),
+                   cosine=nan_to_none(c.cosine), top1_agreement=nan_to_none(c.top1_agreement), max_lsb_error=nan_to_none(c.max_lsb_error))
 
 
 class LayerSqnr(_Strict):
@@ -169,10 +184,36 @@ class DeviceEntry(_Strict):
     top1_agreement: Num | None
 
 
-class TargetEntry(BaseModel):
-    """One target's artifact and how it compared."""
+class ExtraResults(BaseModel):
+    """Base of a plugin's own results (``Target.extra_checks``), written as the target's ``checks``.
+
+    A plugin subclasses it with its fields (and may forbid extra keys); read back from report.json
+    without the plugin, its fields are kept as extra attributes of this base.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class GridChangeEntry(_Strict):
+    key: str
+    module: str
+    role: str
+    scale_change: Num = Field(..., description="Largest |new scale / imported scale - 1| over channels.")
+    was: str
+    now: str
+
+
+class ImportedGridEntry(_Strict):
+    """Grids imported from another tool's quantized model, and which ones this target changed."""
+
+    tool: str
+    tensors: int
+    changed: list[GridChangeEntry]
+    notes: list[str]
+
+
+class TargetEntry(_Strict):
+    """One target's artifact and how it compared."""
 
     artifact: str = Field(..., description="Main artifact file, relative to OUT.")
     runtime: str = Field(..., description="Runtime and version used to verify.")
@@ -204,6 +245,9 @@ class TargetEntry(BaseModel):
     layer_parity: LayerParityEntry | None = Field(
         None, description="Per-layer parity: each quantized tensor of the runtime vs the simulation of that layer fed the "
         "runtime's inputs; null where the target exposes no intermediates (checked end to end only).")
+    imported_grid: ImportedGridEntry | None = Field(None, description="Grids imported from another tool (a quantized model as --model).")
+    checks: SerializeAsAny[ExtraResults] | None = Field(None, description="The plugin's own checks (Target.extra_checks), "
+                                                        "shaped by the plugin.")
 
 
 class GateCheckEntry(_Strict):
@@ -255,7 +299,7 @@ class Fallback(_Strict):
     screened: Literal["per target"] = Field(..., description="Each variant is simulated under each target's plan and gates.")
     ranked_on: str | None = Field(..., description="Target whose plan the layers were ranked under; null: no ranking was needed.")
     steps: list[FallbackStepEntry]
-    ranking: dict[str, Any] | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
+    ranking: dict[str, JsonValue] | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
 
 
 class PrecisionRow(_Strict):

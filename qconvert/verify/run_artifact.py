@@ -8,8 +8,6 @@ the runtime's outputs for them, which ``qconvert verify`` replays on the device.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -19,6 +17,7 @@ from qconvert.io.data import Dataset
 from qconvert.progress import track
 from qconvert.targets.base import Artifact, Target
 from qconvert.timings import Timings
+from qconvert.verify.entries import RunFigures
 from qconvert.verify.output_parity import OutputsParity
 from qconvert.verify.references import FloatReferences
 
@@ -29,12 +28,9 @@ GOLDEN_SAMPLES = 8
 
 
 def verify_outputs(target: Target, artifact: Artifact, qmodel: QuantizedModel, refs: FloatReferences, data: Dataset,
-                   timings: Timings) -> dict[str, Any]:
-    """Every output of the artifact in its runtime against the simulation and the float model.
-
-    The top-level ``vs_simulation`` is the output farthest from the simulation (what the parity
-    gate judges), ``vs_float`` and accuracy are the first output's; ``outputs`` has each one.
-    """
+                   timings: Timings) -> RunFigures:
+    """Every output of the artifact in its runtime against the simulation and the float model (``RunFigures`` says
+    which output each figure is of)."""
     # A float output (TensorRT's logits) is measured in the step it would have as this target's activation.
     parity = OutputsParity(qmodel.captured.output_names, qmodel.parity_steps(), qmodel.output_scales())
     with torch.no_grad():
@@ -46,16 +42,7 @@ def verify_outputs(target: Target, artifact: Artifact, qmodel: QuantizedModel, r
             with timings.phase("runtime_run", target.name):
                 out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))
             parity.update(list(float_outs), sim, out, b.labels)
-    r = parity.result()
-    return {
-        "accuracy": r.accuracy,
-        "simulation_accuracy": r.simulation_accuracy,
-        "output_scale": r.primary.output_scale,
-        "parity_step": r.worst_parity.parity_step,
-        "vs_simulation": r.worst_parity.vs_simulation.to_json(),
-        "vs_float": r.primary.vs_float.to_json(),
-        "outputs": [o.to_json() for o in r.outputs],
-    }
+    return RunFigures.of(parity.result())
 
 
 def write_golden(target: Target, artifact: Artifact, data: Dataset) -> None:

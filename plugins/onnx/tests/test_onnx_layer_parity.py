@@ -89,14 +89,14 @@ def test_deep_net_passes_per_layer_within_one_step(data: dict[str, Path]) -> Non
     every layer fed the runtime's inputs is within 1 step, and the gate is per layer."""
     result = _build(data, OnnxTarget(), "healthy")
     assert not result.gate_failures, result.gate_failures
-    entry = result.report["targets"]["onnx"]
-    lp = entry["layer_parity"]
-    assert lp["depth"] >= 36 and lp["compared"] == len(lp["layers"]) >= 39
-    assert all(r["status"] == "ok" and r["max_steps"] <= 1.0 for r in lp["layers"]), lp["first_divergence"]
+    assert result.report is not None
+    lp = result.report.targets["onnx"].layer_parity
+    assert lp is not None and lp.depth >= 36 and lp.compared == len(lp.layers) >= 39
+    assert all(r.status == "ok" and r.max_steps is not None and r.max_steps <= 1.0 for r in lp.layers), lp.first_divergence
     # the integer kernels do round differently: some layers are one step off somewhere
-    assert any(r["max_steps"] == 1.0 for r in lp["layers"])
-    checks = {c["metric"]: c for c in result.report["gates"]["checks"]}
-    assert checks["layer_parity_lsb"]["passed"] and checks["layer_parity_lsb"]["limit"] == 1.0
+    assert any(r.max_steps == 1.0 for r in lp.layers)
+    checks = {c.metric: c for c in result.report.gates.checks}
+    assert checks["layer_parity_lsb"].passed and checks["layer_parity_lsb"].limit == 1.0
     report = json.loads((data["dir"] / "healthy" / "report.json").read_text())
     assert report["targets"]["onnx"]["layer_parity"]["first_divergence"] is None
 
@@ -107,16 +107,18 @@ def test_one_defect_fails_the_build_naming_the_layer(data: dict[str, Path], defe
     result = _build(data, target, f"bad-{defect}")
     assert result.gate_failures
     assert GateFailedError(list(result.gate_failures)).exit_code == EXIT_GATE_FAILED == 3
-    first = result.report["targets"]["onnx"]["layer_parity"]["first_divergence"]
+    assert result.report is not None
+    lp = result.report.targets["onnx"].layer_parity
+    first = lp.first_divergence if lp is not None else None
     assert first is not None
     line = next(f for f in result.gate_failures if "per-layer parity" in f)
-    assert first["node"] in line and first["op"] in line
+    assert first.node in line and first.op in line
     expected = {"quantize": "grid", "dequantize": "diverged", "drop": "missing"}[defect]
-    assert first["status"] == expected, first
+    assert first.status == expected, first
     if defect != "dequantize":  # the defective tensor itself is the first divergence
-        assert first["runtime_tensor"] in (target.tensor, None)
+        assert first.runtime_tensor in (target.tensor, None)
     else:  # the layer reading the corrupted dequantize is many steps off
-        assert first["max_steps"] > 3
+        assert first.max_steps is not None and first.max_steps > 3
 
 
 def test_exposing_quantized_tensors_keeps_onnxruntime_fusions(data: dict[str, Path]) -> None:

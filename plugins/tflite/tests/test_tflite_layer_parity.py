@@ -48,10 +48,12 @@ def test_deep_net_per_layer_and_a_corrupted_scale(data: dict[str, Path]) -> None
     healthy = _tflite_target()
     result = build_deep(data, healthy, "healthy")
     assert not result.gate_failures, result.gate_failures
-    lp = result.report["targets"]["tflite"]["layer_parity"]
-    compared = [r for r in lp["layers"] if r["status"] != "not_exposed"]
-    assert len(compared) >= 36 and all(r["status"] == "ok" for r in compared), lp["first_divergence"]
-    assert max(r["max_steps"] for r in compared) <= 1.0
+    assert result.report is not None
+    lp = result.report.targets["tflite"].layer_parity
+    assert lp is not None
+    compared = [r for r in lp.layers if r.status != "not_exposed"]
+    assert len(compared) >= 36 and all(r.status == "ok" for r in compared), lp.first_divergence
+    assert max(r.max_steps or 0.0 for r in compared) <= 1.0
 
     # the interpreter that keeps its tensors computes what run() computes
     from qconvert_tflite.intermediates import run_with_intermediates
@@ -72,6 +74,8 @@ def test_deep_net_per_layer_and_a_corrupted_scale(data: dict[str, Path]) -> None
 
     bad = build_deep(data, Corrupting(), "bad")
     assert bad.gate_failures and GateFailedError(list(bad.gate_failures)).exit_code == EXIT_GATE_FAILED
-    first = bad.report["targets"]["tflite"]["layer_parity"]["first_divergence"]
-    assert first["node"] == victim_node and first["status"] == "grid"
+    assert bad.report is not None
+    bad_lp = bad.report.targets["tflite"].layer_parity
+    first = bad_lp.first_divergence if bad_lp is not None else None
+    assert first is not None and first.node == victim_node and first.status == "grid"
     assert any(victim_node in f and "per-layer parity" in f for f in bad.gate_failures)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of the graph
+import torch.ao.quantization.fx._decomposed
 from torch.fx import GraphModule, Node
 
 from qconvert.core.graph import attr_of

@@ -12,27 +12,27 @@ difference is what the rounding rule alone changes).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from qconvert.core.quantize import QuantizedModel
 from qconvert.errors import BadInputError
 from qconvert.recipe.model import Recipe
-from qconvert.targets.base import Artifact, CheckContext, DeviceFigures, ExtraChecks
+from qconvert.targets.base import Artifact, CheckContext, DeviceFigures, ExtraChecks, ExtraResults
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert_tidl.constraints import tidl_constraints
 from qconvert_tidl.intsim import IntSim, UnsupportedGraph
 from qconvert_tidl.intsim_compile import compile_graph
-from qconvert_tidl.lint import lint_model
+from qconvert_tidl.lint import LintFinding, lint_model
 from qconvert_tidl.options import TidlOptions
 from qconvert_tidl.runtime import run_onnx, run_tflite
 from qconvert_tidl.torchsim import tidl_rounding_graph
 
-__all__ = ["DEVICE_FIGURE", "HISTOGRAM_METHODS", "PredictionRow", "device_checks"]
+__all__ = ["DEVICE_FIGURE", "HISTOGRAM_METHODS", "DevicePrediction", "PredictionRow", "TidlChecks", "device_checks"]
 
 #: What the gates judge for this target, as the report names it.
 DEVICE_FIGURE = "TIDL device prediction (integer simulation with TIDL rounding)"
@@ -64,13 +64,34 @@ class Exactness:
     bias_over_int16: tuple[str, ...]
 
 
+class DevicePrediction(BaseModel):
+    """The TI-style table (``device_prediction.json``): one row per calibration variant, this build's last."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: list[PredictionRow]
+    exactness: Exactness
+    rounding: str
+
+
+class TidlChecks(ExtraResults):
+    """TIDL's ``checks`` in report.json: TI model-guideline findings, the TFLite Clip model against the ONNX one, and the device prediction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lint: list[LintFinding]
+    #: Largest difference of the TFLite Clip model and the ONNX one (None: no TFLite model emitted).
+    tflite_vs_onnx_max_abs: float | None = None
+    #: None where the integer simulation does not support the graph (the notes say why).
+    device_prediction: DevicePrediction | None = None
+
+
 def device_checks(qmodel: QuantizedModel, artifact: Artifact, options: TidlOptions, ctx: CheckContext) -> ExtraChecks:
     notes: list[str] = []
     findings = lint_model(ctx.model, qmodel.captured)
     notes += [f"TI model guideline: {f.message}" for f in findings]
-    results: dict[str, Any] = {"lint": [asdict(f) for f in findings]}
-    if artifact.extra.get("tflite"):
-        results["tflite_vs_onnx_max_abs"] = _tflite_vs_onnx(artifact, ctx)
+    vs_onnx = _tflite_vs_onnx(artifact, ctx) if artifact.extra.get("tflite") else None
+    results = TidlChecks(lint=list(findings), tflite_vs_onnx_max_abs=vs_onnx)
     try:
         try:
             rows, exact = _predict(qmodel, options, ctx, "bias_correction" in type(qmodel.recipe).model_fields)
@@ -80,9 +101,9 @@ def device_checks(qmodel: QuantizedModel, artifact: Artifact, options: TidlOptio
     except UnsupportedGraph as e:
         notes.append(f"device prediction unavailable: {e}")
         return ExtraChecks(tuple(notes), results)
-    results["device_prediction"] = {"rows": [asdict(r) for r in rows], "exactness": asdict(exact),
-                                    "rounding": "requantization half up (TIDL_roundSat), input half away from zero"}
-    (artifact.directory / "device_prediction.json").write_text(json.dumps(results["device_prediction"], indent=1) + "\n")
+    prediction = DevicePrediction(rows=list(rows), exactness=exact, rounding="requantization half up (TIDL_roundSat), input half away from zero")
+    results = results.model_copy(update={"device_prediction": prediction})
+    (artifact.directory / "device_prediction.json").write_text(prediction.model_dump_json(indent=1) + "\n")
     (artifact.directory / "device_prediction.md").write_text(_markdown(rows, exact))
     build = rows[-1]
     notes.append(
