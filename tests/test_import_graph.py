@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [ROOT / "qconvert", *sorted(p for p in (ROOT / "plugins").glob("*/qconvert_*") if (p / "__init__.py").is_file())]
 
 #: Circles another change is removing; each entry names the modules and is deleted with the circle.
-KNOWN_CIRCLES: set[frozenset[str]] = {frozenset({"qconvert.verify.html", "qconvert.verify.report"})}
+KNOWN_CIRCLES: set[frozenset[str]] = set()
 
 
 def _modules(package: Path) -> dict[str, Path]:

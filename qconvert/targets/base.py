@@ -91,12 +91,6 @@ class Artifact:
     def path(self) -> Path:
         return self.directory / self.main_file
 
-    @classmethod
-    def from_manifest(cls, directory: Path) -> Artifact:
-        """The artifact a build wrote into ``directory``, from its manifest.json (``qconvert.verify.manifest``)."""
-        from qconvert.verify.manifest import read_manifest
-
-        return read_manifest(directory).artifact.artifact(directory)
 
 
 class Target(ABC):

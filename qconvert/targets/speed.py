@@ -56,20 +56,6 @@ class SpeedChoice:
     placement: Placement
     notes: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "optimize_for": self.optimize_for,
-            "source": self.source,
-            "device": self.fast.device if self.fast else None,
-            "fast_types": None if self.fast is None else {
-                "activations": self.fast.activation_mode, "weights": self.fast.weight_mode,
-                "weight_granularity": self.fast.weight_granularity, "why": self.fast.why,
-            },
-            "activations": self.recipe.activations.mode,
-            "weights": f"{self.recipe.weights.mode} {self.recipe.weights.granularity}",
-            "placement": self.placement.name,
-        }
-
 
 def choose(recipe: Recipe, target: str, fast: FastTypes | None, constraints: QuantConstraints,
            placement: Placement) -> SpeedChoice:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from qconvert.targets.base import Artifact
 
 __all__ = ["ArtifactRecord", "Manifest", "ManifestParity", "ManifestTolerance", "QuantizationEntry", "manifest_json_schema_text",
-           "read_manifest", "write_manifest"]
+           "read_artifact", "read_manifest", "write_manifest"]
 
 _FIX = "give a target's folder of a build, e.g. OUT/onnx"
 
@@ -125,6 +125,11 @@ def read_manifest(directory: Path) -> Manifest:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise BadInputError(f"{path}: not a qconvert manifest ({where}: {err['msg']}); {_FIX}") from e
+
+
+def read_artifact(directory: Path) -> Artifact:
+    """The artifact a build wrote into ``directory``, from its manifest.json."""
+    return read_manifest(directory).artifact.artifact(directory)
 
 
 def manifest_json_schema_text() -> str:

@@ -14,6 +14,7 @@ from qconvert.errors import EXIT_GATE_FAILED, GateFailedError
 from qconvert.targets.base import Artifact, TargetOptions
 from qconvert.targets.registry import TargetRegistry
 from qconvert.testing.deep import build_deep, deep_data
+from qconvert.verify.manifest import read_artifact
 
 pytestmark = pytest.mark.slow  # two litert-torch conversions of a 12-block network (~1 min on 2 cores)
 
@@ -58,7 +59,7 @@ def test_deep_net_per_layer_and_a_corrupted_scale(data: dict[str, Path]) -> None
     # the interpreter that keeps its tensors computes what run() computes
     from qconvert_tflite.intermediates import run_with_intermediates
 
-    artifact = Artifact.from_manifest(data["dir"] / "healthy" / "tflite")
+    artifact = read_artifact(data["dir"] / "healthy" / "tflite")
     x = np.load(data["eval"])["x"][:4]
     run = run_with_intermediates(artifact.path, [x], artifact.extra["quantized_tensors"])
     np.testing.assert_array_equal(run.outputs[0], healthy.run(artifact, {"x": x})[0])
