@@ -21,6 +21,7 @@ __all__ = [
     "DataError",
     "GateFailedError",
     "ModelLoadError",
+    "PluginConflictError",
     "PluginError",
     "QConvertError",
     "RecipeError",
@@ -74,6 +75,12 @@ class StatsError(BadInputError):
 
 class PluginError(QConvertError):
     """A target plugin that is installed but broken (import or interface error)."""
+
+
+class PluginConflictError(PluginError):
+    """Two installed distributions register the same target name: the user must uninstall one."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class GateFailedError(QConvertError):

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from qconvert.targets.base import Artifact, Availability, Target
+from qconvert.targets import Artifact, Availability, Target
 
 
 class Pt2Target(Target):
     name = "tinypt2"
     description = "out-of-tree test plugin"
+    api_version = 1
 
     def available(self):
         return Availability(True)

@@ -123,3 +123,10 @@ def test_a_lower_layer_never_imports_a_higher_one(lower: str, upper: str) -> Non
     bad = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if m == lower or m.startswith(lower + ".")
                  for t in targets if t == upper or t.startswith(upper + "."))
     assert not bad, f"{lower} imports {upper}: " + ", ".join(bad)
+
+
+def test_plugins_import_only_the_public_plugin_api() -> None:
+    """In-repo plugins import from qconvert only ``qconvert.targets``, as an out-of-tree plugin must."""
+    bad = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if m.startswith("qconvert_")
+                 for t in targets if (t == "qconvert" or t.startswith("qconvert.")) and t != "qconvert.targets")
+    assert not bad, "plugins import qconvert internals: " + ", ".join(bad)

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from qconvert.targets.intermediates import Intermediates
     from qconvert.verify.references import FloatReferences
 
-__all__ = ["Artifact", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "ExtraResults", "Latency", "NoOptions", "Target",
-           "TargetOptions"]
+__all__ = ["API_VERSION", "Artifact", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "ExtraResults", "Latency", "NoOptions",
+           "Target", "TargetOptions"]
 
 
 class TargetOptions(BaseModel):
@@ -93,16 +93,44 @@ class Artifact:
 
 
 
-class Target(ABC):
-    """Subclass this in a plugin and register it under the ``qconvert.targets`` entry point."""
+#: The plugin API this qconvert implements. A plugin declares the version it was written against
+#: (``Target.api_version``); the registry refuses another one at load, naming the plugin, rather than
+#: letting it fail inside a build. Raised when a method's contract below changes incompatibly.
+API_VERSION = 1
 
+OptionsT = TypeVar("OptionsT", bound=TargetOptions)
+
+
+class Target(ABC, Generic[OptionsT]):
+    """The hooks of one target; subclass it as ``class MyTarget(Target[MyOptions])`` in a plugin.
+
+    Register the class under the ``qconvert.targets`` entry point with ``name`` as the entry-point
+    name. At load the registry checks that the entry-point name equals ``name``, that ``Options``
+    refuses unknown keys (a ``TargetOptions`` subclass), that ``api_version`` equals
+    ``API_VERSION``, and that no other distribution registers the same name.
+
+    What the core guarantees to every hook: ``options`` is the target's own ``Options`` model,
+    validated from the recipe's ``targets.<name>`` section (never a dict or the base class); hooks
+    are called in one process, one target at a time; ``available()`` was true before any hook that
+    needs the runtime (``emit``, ``run``, ``latency``, ``extra_checks``).
+    What every hook must not do: print (return notes instead), exit, change process-wide state
+    (torch flags, seeds, the working directory) without restoring it, or write outside the
+    directory it is given.
+    """
+
+    #: The entry-point name, used in recipes (``targets.<name>``), reports and OUT/<name>.
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    Options: ClassVar[type[TargetOptions]] = NoOptions
+    #: The options model (``extra="forbid"``, frozen); ``Target[NoOptions]`` for a target without options.
+    Options: type[OptionsT] = NoOptions  # type: ignore[assignment]  # the default of Target[NoOptions]; others set their own
+    #: The plugin API version this target was written against; must equal ``API_VERSION``.
+    api_version: ClassVar[int]
     #: Tolerance of artifact vs simulation, in output quantization steps.
     parity_tolerance_lsb: ClassVar[float] = 1.0
 
-    def parse_options(self, raw: dict[str, Any] | None, source: str = "recipe") -> TargetOptions:
+    def parse_options(self, raw: dict[str, Any] | None, source: str = "recipe") -> OptionsT:
+        """The recipe's ``targets.<name>`` section as ``Options``; a bad key is a ``RecipeError`` naming
+        ``source`` and the key path. Not meant to be overridden: the core calls it, not the plugin."""
         try:
             return self.Options.model_validate(raw or {})
         except ValidationError as e:
@@ -113,54 +141,114 @@ class Target(ABC):
 
     @abstractmethod
     def available(self) -> Availability:
-        """Whether the runtime is importable and usable here; never raises."""
+        """Whether the runtime imports and works here.
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
+        Core guarantees: called before any hook that needs the runtime, and by ``qconvert targets``.
+        Plugin must: return quickly; when not available, say what is missing and how to install it
+        (``Availability.of_modules``).
+        Plugin must not: raise (a missing runtime is ``Availability(False, reason)``, not an error).
+        """
+
+    def constraints(self, options: OptionsT) -> QuantConstraints:
+        """What the runtime can represent: modes, bit widths, granularity, power-of-two scales, dynamic ops.
+
+        Core guarantees: every tensor of the quantized model is checked against it before ``emit``;
+        a violation is refused naming the node and the rule, or adapted when the recipe says
+        ``on_unsupported: adapt`` (``qconvert.targets.plan`` computes this once per recipe and target).
+        Plugin must: return the same constraints for the same options, and declare everything ``emit``
+        or the runtime would otherwise refuse or compute differently.
+        Plugin must not: read the recipe, the model or the runtime (constraints hold without them).
+        The default allows everything the core can quantize.
+        """
         return QuantConstraints()
 
-    def placement(self, options: TargetOptions) -> Placement:
-        """Where the core puts Q/DQ for this target; the default suits integer CPU runtimes."""
+    def placement(self, options: OptionsT) -> Placement:
+        """Where the core puts Q/DQ pairs for this target (``qconvert.core.placement``).
+
+        Core guarantees: the quantizer applies it as declared (``optimize_for: accuracy`` narrows it
+        with ``Placement.for_accuracy``).
+        Plugin must: return the same placement for the same options.
+        Plugin must not: depend on the model. The default suits integer CPU runtimes (every fused op's
+        inputs and output quantized).
+        """
         return DEFAULT_PLACEMENT
 
-    def fast_types(self, options: TargetOptions) -> FastTypes | None:
+    def fast_types(self, options: OptionsT) -> FastTypes | None:
         """The types the device this artifact is for runs fastest, and the default ``optimize_for`` there.
 
+        Core guarantees: with ``optimize_for: speed`` the schemes the recipe leaves unset take these
+        types; a scheme the recipe sets is kept and the report says it is not the fast form.
+        Plugin must: say why in ``FastTypes.why`` (the kernel behaviour, what was measured).
         None: the target declares none; ``optimize_for: speed`` then changes no scheme.
         """
         return None
 
     def runtime_version(self) -> str:
+        """The runtime and its version as reports and manifests show it (``"onnxruntime 1.20.1"``).
+
+        Core guarantees: called only when ``available()`` is true. Plugin must not: raise.
+        """
         return "unknown"
 
     @abstractmethod
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
-        """Write the artifact files into ``out_dir`` (which exists and is empty)."""
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: OptionsT) -> Artifact:
+        """Write the artifact files for ``qmodel`` into ``out_dir``.
+
+        Core guarantees: ``qmodel`` satisfies ``constraints(options)`` and was quantized with this
+        target's placement; ``out_dir`` exists and is empty, inside a staged OUT that is removed if
+        the build fails, so a failure leaves nothing half-written.
+        Plugin must: write only under ``out_dir``; return an ``Artifact`` whose ``main_file`` exists,
+        with ``input_names``/``output_names`` in the graph's order; raise ``ConstraintError`` naming the
+        node for a graph the runtime cannot express, ``TargetUnavailableError`` when an exporter is missing.
+        Plugin must not: modify ``qmodel`` (other targets quantize from the same capture), or run the
+        artifact to check it (the core does, through ``run``).
+        """
 
     @abstractmethod
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the artifact in the target's own runtime; outputs in graph order."""
+        """Run the artifact in the target's own runtime; one numpy array per output, in graph order.
+
+        Core guarantees: ``inputs`` has one float array per name in ``artifact.input_names``, at any
+        batch size the model accepts; ``artifact`` may come from ``Artifact.from_manifest`` on
+        another machine (``qconvert verify`` on a board).
+        Plugin must: execute the files ``emit`` wrote, in the runtime ``runtime_version`` names (or
+        ``artifact.runs_in``), deterministically.
+        Plugin must not: import torch or ``qconvert.core`` (a board has only numpy and the runtime),
+        or fall back silently to another runtime or to the simulation.
+        """
 
     def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
         """Run the artifact and also return its quantized activations, keyed by simulation node.
 
-        Optional: None (the default) means this runtime exposes none, and parity is then
-        checked end to end only. The runtime must run as ``run`` does (same kernels,
-        same graph optimizations); ``qconvert.targets.intermediates`` says what to return.
+        Core guarantees: called after ``run`` was verified, on the evaluation data, for the layer-by-layer parity.
+        Plugin must: run as ``run`` does (same kernels, same graph optimizations); return what
+        ``qconvert.targets.intermediates`` describes. Plugin must not: import torch.
+        None (the default) means this runtime exposes none, and parity is then checked end to end only.
         """
         return None
 
-    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: OptionsT,
                 batch_sizes: tuple[int, ...]) -> Latency | None:
-        """Median latency of the artifact and of the float model in the same runtime (default: not measured)."""
+        """Milliseconds per batch of the artifact and of the float model, in the same runtime.
+
+        Core guarantees: called after ``run`` was verified, and only when the build asks for latency.
+        Plugin must: time both with ``qconvert.verify.timing.interleaved_ms`` (the two run in turn and
+        the figure kept is the 10th percentile of all timed calls, not the median: runs slowed by
+        someone else's load sit above it), at each of ``batch_sizes``.
+        Plugin must not: time anything but the runtime call (no conversion, no data copies).
+        None (the default): not measured.
+        """
         return None
 
-    def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: OptionsT,
                      ctx: CheckContext) -> ExtraChecks | None:
         """Checks beyond running the artifact, after ``run`` was verified (default: none).
 
-        For a device that cannot run here (TIDL), this is where a target predicts
-        it, e.g. with an integer simulation on the evaluation data; files it
-        writes go into ``artifact.directory``.
+        Core guarantees: ``ctx`` holds the float model, the statistics, the evaluation data, the
+        float references and ``requantize`` (a variant from the same statistics, no data pass).
+        Plugin must: write any files into ``artifact.directory``; return notes and results rather than print.
+        For a device that cannot run here (TIDL), this is where a target predicts it, e.g. with an
+        integer simulation on the evaluation data (``ExtraChecks.device``).
         """
         return None
 

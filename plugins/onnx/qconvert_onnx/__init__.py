@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
-from qconvert.targets.speed import FastTypes
+from qconvert.targets import Artifact, Availability, FastTypes, Latency, QuantConstraints, Target
 from qconvert_onnx.options import OnnxOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
-    from qconvert.targets.intermediates import Intermediates
+    from qconvert.targets import Intermediates, QuantizedModel
 
 __all__ = ["OnnxOptions", "OnnxTarget", "onnxruntime_fast_types"]
 
@@ -38,12 +35,13 @@ def onnxruntime_fast_types(device: str) -> FastTypes:
         "ResNet-18 with int8 activations (S8S8) ran 1.2x fp32 here, U8S8 3.4x ('make bench', section speed)")
 
 
-class OnnxTarget(Target):
+class OnnxTarget(Target[OnnxOptions]):
     """ONNX QDQ (opset 18) for onnxruntime and any QDQ-aware runtime."""
 
     name = "onnx"
     description = "ONNX QDQ model, verified in onnxruntime"
     Options = OnnxOptions
+    api_version = 1
     parity_tolerance_lsb = 1.0
 
     def available(self) -> Availability:
@@ -54,11 +52,10 @@ class OnnxTarget(Target):
 
         return f"onnxruntime {onnxruntime.__version__}"
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
+    def constraints(self, options: OnnxOptions) -> QuantConstraints:
         # 16-bit Q/DQ (int16/uint16) is exported at opset 21 (qconvert_onnx.export.with_wide_qdq_opset). Dynamic quantization:
         # DynamicQuantizeLinear + MatMulInteger for Linear (qconvert_onnx.dynamic), int8 rows behind
         # a DequantizeLinear for Embedding; LSTM/GRU stay float (see README).
-        assert isinstance(options, OnnxOptions)
         weight_bits = 7 if options.device == "x86_avx2" else 16  # see onnxruntime_fast_types
         return QuantConstraints(
             max_activation_bits=16, max_weight_bits=weight_bits, dynamic_ops=frozenset({"linear", "embedding"}),
@@ -66,14 +63,12 @@ class OnnxTarget(Target):
             partial_refusal="onnxruntime quantizes the float weight of a conv/gemm fed by a DequantizeLinear itself "
             "(its WeightBiasQuantization pass), so it would not run what the simulation runs (6 steps off on digits)")
 
-    def fast_types(self, options: TargetOptions) -> FastTypes:
-        assert isinstance(options, OnnxOptions)
+    def fast_types(self, options: OnnxOptions) -> FastTypes:
         return onnxruntime_fast_types(options.device)
 
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions) -> Artifact:
         from qconvert_onnx.export import export_qdq
 
-        assert isinstance(options, OnnxOptions)
         return export_qdq(qmodel, out_dir, options, self.name)
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -87,7 +82,7 @@ class OnnxTarget(Target):
         mapping = artifact.extra.get("quantized_tensors")
         return None if mapping is None else run_with_intermediates(artifact.path, inputs, mapping)
 
-    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: OnnxOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:
         from qconvert_onnx.export import export_float_model
         from qconvert_onnx.latency import count_int8_nodes, session_ms

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import attr_of
+from qconvert.targets import attr_of
 
 __all__ = ["dynamic_linear_count", "replace_dynamic_linears", "translation_table"]
 

@@ -14,8 +14,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from qconvert.core.quantize import QuantizedModel
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact, QuantizedModel
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.intermediates import constant_values, map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions

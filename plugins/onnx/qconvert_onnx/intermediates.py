@@ -22,10 +22,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qconvert.targets.intermediates import Intermediates, RuntimeTensor
+from qconvert.targets import Intermediates, RuntimeTensor
 
 if TYPE_CHECKING:
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["constant_values", "expose", "map_quantized_tensors", "run_with_intermediates"]
 

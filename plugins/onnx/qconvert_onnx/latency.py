@@ -36,7 +36,7 @@ def _session(model: bytes | str, optimized_path: str | None = None):  # type: ig
 
 def session_ms(models: dict[str, bytes | str], feeds: dict[str, np.ndarray], budget_s: float = 1.0) -> dict[str, float]:
     """Median ms of one run per model, the models timed in turn (``qconvert.verify.timing``)."""
-    from qconvert.verify.timing import interleaved_ms
+    from qconvert.targets import interleaved_ms
 
     sessions = {name: _session(m) for name, m in models.items()}
     return interleaved_ms({name: partial(sess.run, None, feeds) for name, sess in sessions.items()}, budget_s)

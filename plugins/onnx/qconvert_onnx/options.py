@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from qconvert.targets.base import TargetOptions
+from qconvert.targets import TargetOptions
 
 __all__ = ["OnnxOptions"]
 

@@ -5,26 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.core.placement import Placement
-from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
-from qconvert.targets.speed import FastTypes
+from qconvert.targets import Artifact, Availability, FastTypes, Latency, Placement, QuantConstraints, Target
 from qconvert_pytorch.options import PyTorchOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["PyTorchOptions", "PyTorchTarget"]
 
 
-class PyTorchTarget(Target):
+class PyTorchTarget(Target[PyTorchOptions]):
     """A file plain torch loads: an ExportedProgram for inductor, or TorchScript of quantized modules."""
 
     name = "pytorch"
     description = "int8 PyTorch (inductor/oneDNN .pt2 or TorchScript quantized modules), verified in torch"
     Options = PyTorchOptions
+    api_version = 1
     #: oneDNN and fbgemm match the simulation within 1 output step; each artifact declares its own
     #: tolerance (qnnpack and dynamic quantization differ more, see ``export.TOLERANCE_LSB``).
     parity_tolerance_lsb = 1.0
@@ -42,8 +40,7 @@ class PyTorchTarget(Target):
 
         return f"torch {torch.__version__}"
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
-        assert isinstance(options, PyTorchOptions)
+    def constraints(self, options: PyTorchOptions) -> QuantConstraints:
         # Integer kernels take uint8 activations with a zero point and int8 symmetric weights (oneDNN
         # requires zero weight zero points). fbgemm's dynamic kernels halve the activation range
         # (reduce_range) so they cannot overflow int16 on CPUs without VNNI; qnnpack ignores it.
@@ -54,21 +51,19 @@ class PyTorchTarget(Target):
             dynamic_activation_bits=7 if options.backend == "x86" else 8,
         )
 
-    def fast_types(self, options: TargetOptions) -> FastTypes:
-        assert isinstance(options, PyTorchOptions)
+    def fast_types(self, options: PyTorchOptions) -> FastTypes:
         device = "x86 CPU (oneDNN/fbgemm)" if options.backend == "x86" else "Arm CPU (qnnpack)"
         return FastTypes(device, "asym_u",
                          why="torch's int8 CPU kernels take uint8 activations with a zero point and int8 symmetric weights")
 
-    def placement(self, options: TargetOptions) -> Placement:
+    def placement(self, options: PyTorchOptions) -> Placement:
         # oneDNN, fbgemm and qnnpack take float biases and quantize them with input x weight scale
         # themselves; inductor's int8 patterns only match a float bias.
         return Placement(int32_bias=False, name="pytorch")
 
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: PyTorchOptions) -> Artifact:
         from qconvert_pytorch.export import emit_pytorch
 
-        assert isinstance(options, PyTorchOptions)
         return emit_pytorch(qmodel, out_dir, options, self.name)
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -76,7 +71,7 @@ class PyTorchTarget(Target):
 
         return run_pytorch(artifact.path, artifact.extra["lowering"], artifact.extra["backend"], artifact.input_names, inputs)
 
-    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: PyTorchOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:
         """The artifact loaded as README.md says (.pt2 compiled with freezing, .pt by torch.jit.load) vs the float
         graph compiled the same way (.pt2) or in eager mode (.pt)."""

@@ -23,9 +23,7 @@ from pathlib import Path
 
 import torch
 
-from qconvert.core.quantize import QuantizedModel
-from qconvert.errors import ConstraintError, RecipeError, TargetUnavailableError
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact, ConstraintError, QuantizedModel, RecipeError, TargetUnavailableError
 from qconvert_pytorch.engine import cpp_compiler, quantized_engine
 from qconvert_pytorch.lower import lower_to_quantized_modules
 from qconvert_pytorch.options import Lowering, PyTorchOptions

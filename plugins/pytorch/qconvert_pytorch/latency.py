@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from qconvert.targets.base import Artifact, Latency
+from qconvert.targets import Artifact, Latency
 from qconvert_pytorch.engine import inductor_freezing, quantized_engine
 
 if TYPE_CHECKING:
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["THREADS", "measure_latency"]
 
@@ -55,7 +55,7 @@ THREADS = 1
 
 
 def _ms(int8: Any, flt: Any, inputs: tuple[torch.Tensor, ...], budget_s: float) -> dict[str, float]:
-    from qconvert.verify.timing import interleaved_ms
+    from qconvert.targets import interleaved_ms
 
     return interleaved_ms({"int8": partial(int8, *inputs), "float": partial(flt, *inputs)}, budget_s)
 

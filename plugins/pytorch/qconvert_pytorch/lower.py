@@ -22,7 +22,7 @@ import torch
 from torch import fx, nn
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import attr_of
+from qconvert.targets import attr_of
 from qconvert_pytorch import modules as qm
 
 __all__ = ["LoweringError", "lower_to_quantized_modules"]

@@ -11,28 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.core.placement import Placement
-from qconvert.targets.base import Artifact, Availability, Target, TargetOptions
-from qconvert.targets.speed import FastTypes
+from qconvert.targets import Artifact, Availability, FastTypes, Placement, QuantConstraints, Target
 from qconvert_tensorrt.constraints import TENSORRT_PLACEMENT, TensorRTConstraints
 from qconvert_tensorrt.options import TensorRTOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
-    from qconvert.targets.intermediates import Intermediates
+    from qconvert.targets import Intermediates, QuantizedModel
 
 __all__ = ["TENSORRT_PLACEMENT", "TensorRTOptions", "TensorRTTarget"]
 
 
-class TensorRTTarget(Target):
+class TensorRTTarget(Target[TensorRTOptions]):
     """Explicitly quantized ONNX for TensorRT; the engine itself where TensorRT and a GPU exist."""
 
     name = "tensorrt"
     description = "ONNX Q/DQ placed for TensorRT; engine built where tensorrt + GPU exist, else ONNX verified in onnxruntime"
     Options = TensorRTOptions
+    api_version = 1
     # The logits stay float: a one-code rounding flip in an inner int8 tensor (float kernels sum in
     # another order than torch) moves them by more than half a step. Measured on digits: 1.61.
     parity_tolerance_lsb = 2.0
@@ -50,20 +47,19 @@ class TensorRTTarget(Target):
             return f"TensorRT {support.version} (engine); onnxruntime {onnxruntime.__version__} (ONNX check)"
         return f"onnxruntime {onnxruntime.__version__} (ONNX only; TensorRT engine not built: {support.reason})"
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
+    def constraints(self, options: TensorRTOptions) -> QuantConstraints:
         return TensorRTConstraints()
 
-    def fast_types(self, options: TargetOptions) -> FastTypes:
+    def fast_types(self, options: TensorRTOptions) -> FastTypes:
         return FastTypes("NVIDIA GPU (TensorRT)", "sym",
                          why="TensorRT's int8 kernels take symmetric int8 activations and weights (zero point 0)")
 
-    def placement(self, options: TargetOptions) -> Placement:
+    def placement(self, options: TensorRTOptions) -> Placement:
         return TENSORRT_PLACEMENT
 
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TensorRTOptions) -> Artifact:
         from qconvert_tensorrt.emit import emit_tensorrt
 
-        assert isinstance(options, TensorRTOptions)
         return emit_tensorrt(qmodel, out_dir, options, self.name)
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

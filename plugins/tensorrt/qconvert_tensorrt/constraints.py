@@ -13,10 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from qconvert.core.constraints import QuantConstraints, Violation
-from qconvert.core.placement import Placement
-from qconvert.core.plan import TensorQuant
-from qconvert.recipe.model import Mode
+from qconvert.targets import Mode, Placement, QuantConstraints, TensorQuant, Violation
 
 __all__ = ["TENSORRT_PLACEMENT", "TensorRTConstraints"]
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from qconvert_onnx.intermediates import map_quantized_tensors
 
-from qconvert.core.quantize import QuantizedModel
-from qconvert.errors import QConvertError, TargetUnavailableError
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact, QConvertError, QuantizedModel, TargetUnavailableError
 from qconvert_tensorrt import engine_build
 from qconvert_tensorrt.engine import build_config, engine_support
 from qconvert_tensorrt.engine_build import BuildConfig, EngineBuildError, build_engine

@@ -15,7 +15,7 @@ from qconvert_tensorrt.engine_build import BuildConfig, InputProfile
 from qconvert_tensorrt.options import TensorRTOptions
 
 if TYPE_CHECKING:  # runtime_version() imports this module in 'qconvert verify', where torch may be absent
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["EngineSupport", "build_config", "cudart", "engine_support"]
 

@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 from qconvert_onnx.export import export_onnx_model
 
-from qconvert.core.quantize import QuantizedModel
+from qconvert.targets import QuantizedModel
 
 __all__ = ["constant_values", "export_for_tensorrt", "qdq_violations"]
 

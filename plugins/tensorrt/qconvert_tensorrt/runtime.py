@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from qconvert_onnx.runtime import run_onnx
 
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact
 
 __all__ = ["run_artifact", "run_engine"]
 

@@ -6,27 +6,25 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
-from qconvert.targets.speed import FastTypes
+from qconvert.targets import Artifact, Availability, FastTypes, Latency, QuantConstraints, Target
 from qconvert_tflite.constraints import TFLITE_CONSTRAINTS
 from qconvert_tflite.options import TFLiteOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
-    from qconvert.targets.intermediates import Intermediates
+    from qconvert.targets import Intermediates, QuantizedModel
 
 __all__ = ["TFLiteOptions", "TFLiteTarget"]
 
 
-class TFLiteTarget(Target):
+class TFLiteTarget(Target[TFLiteOptions]):
     """Full-integer int8 TFLite (litert-torch), verified in ai-edge-litert or tflite-runtime."""
 
     name = "tflite"
     description = "full-integer int8 .tflite, verified in the LiteRT interpreter"
     Options = TFLiteOptions
+    api_version = 1
     # Measured max |tflite - simulation| over every output: 1 step on digits and ResNet-18,
     # 2 on MobileNetV2. TFLite requantizes with fixed-point multipliers and rounds half away
     # from zero; the simulation rounds float products half to even, so a step can flip per
@@ -52,20 +50,19 @@ class TFLiteTarget(Target):
 
         return runtime_name()
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
+    def constraints(self, options: TFLiteOptions) -> QuantConstraints:
         return TFLITE_CONSTRAINTS
 
-    def fast_types(self, options: TargetOptions) -> FastTypes:
+    def fast_types(self, options: TFLiteOptions) -> FastTypes:
         return FastTypes(
             "Arm/x86 CPU (LiteRT, XNNPACK)", "asym_s",
             why="TFLite's int8 scheme: int8 activations with a zero point, int8 symmetric per-channel weights; "
             "its XNNPACK kernels and the NPU delegates run that form")
 
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions) -> Artifact:
         from qconvert_tflite.export import export_tflite
         from qconvert_tflite.intermediates import map_quantized_tensors
 
-        assert isinstance(options, TFLiteOptions)
         artifact = export_tflite(qmodel, out_dir, options, self.name)
         # simulation quantize node -> .tflite tensor, for per-layer parity (qconvert_tflite.intermediates)
         artifact.extra["quantized_tensors"] = map_quantized_tensors(artifact.path, qmodel, options.batch)
@@ -84,7 +81,7 @@ class TFLiteTarget(Target):
             return None
         return run_with_intermediates(artifact.path, [inputs[n] for n in artifact.input_names], mapping)
 
-    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TFLiteOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:
         """The .tflite vs a float .tflite of the same model in the same interpreter, at the batch sizes it can run."""
         from qconvert_tflite.latency import measure_latency

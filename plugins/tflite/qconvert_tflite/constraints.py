@@ -12,7 +12,7 @@ int8 weights, int64 biases (``flatbuffer.widen_16x8_biases`` stores them so).
 
 from __future__ import annotations
 
-from qconvert.core.constraints import QuantConstraints
+from qconvert.targets import QuantConstraints
 
 __all__ = ["TFLITE_CONSTRAINTS"]
 

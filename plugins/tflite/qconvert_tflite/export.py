@@ -19,9 +19,7 @@ from pathlib import Path
 
 import torch
 
-from qconvert.core.quantize import QuantizedModel
-from qconvert.errors import BadInputError
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact, BadInputError, QuantizedModel
 from qconvert_tflite.flatbuffer import EdgeQuant, Inventory, float_edges, inventory, widen_16x8_biases
 from qconvert_tflite.graph import litert_ready
 from qconvert_tflite.narrow import Grid, bound_narrow_ranges, bounded_count

@@ -19,7 +19,7 @@ import copy
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import attr_of
+from qconvert.targets import attr_of
 
 __all__ = ["litert_ready"]
 

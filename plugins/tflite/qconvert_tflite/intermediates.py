@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
-from qconvert.targets.intermediates import Intermediates, RuntimeTensor
+from qconvert.targets import Intermediates, RuntimeTensor
 from qconvert_tflite.narrow import bounded_inputs
 from qconvert_tflite.runtime import _invoke, _Loaded, load
 
 if TYPE_CHECKING:
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["activation_tensors", "map_quantized_tensors", "run_with_intermediates"]
 

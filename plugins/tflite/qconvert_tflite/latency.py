@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qconvert.targets.base import Artifact, Latency
+from qconvert.targets import Artifact, Latency
 from qconvert_tflite.runtime import _edges, _no_fd2, interpreter_class, quantize_input
 
 if TYPE_CHECKING:
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["COMPUTE_OPS", "THREADS", "count_int8_ops", "measure_latency"]
 
@@ -152,7 +152,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, batch_sizes: tup
 
 
 def _time(q: Any, f: Any, qmodel: QuantizedModel, batch: int, budget_s: float) -> dict[str, float]:
-    from qconvert.verify.timing import interleaved_ms
+    from qconvert.targets import interleaved_ms
 
     calls = {"int8": partial(_invoke, q, _feeds(q, qmodel, batch)), "float": partial(_invoke, f, _feeds(f, qmodel, batch))}
     return interleaved_ms(calls, budget_s)

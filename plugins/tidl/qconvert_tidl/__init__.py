@@ -10,25 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.targets.base import Artifact, Availability, CheckContext, ExtraChecks, Target, TargetOptions
-from qconvert.targets.speed import FastTypes
+from qconvert.targets import Artifact, Availability, CheckContext, ExtraChecks, FastTypes, QuantConstraints, Target
 from qconvert_tidl.options import TidlOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["TidlOptions", "TidlTarget"]
 
 
-class TidlTarget(Target):
+class TidlTarget(Target[TidlOptions]):
     """Clip models (ONNX, TFLite), TIDL import config and OSRT compile options, device predicted by simulation."""
 
     name = "tidl"
     description = "TI TIDL: power-of-two Clip models + import/compile configs; device predicted by integer simulation"
     Options = TidlOptions
+    api_version = 1
     #: The Clip model is float between its Clips, so it differs from the simulation by the
     #: per-layer rounding it skips. Measured max over the eval sets: 4.6 steps (digits), 6.4
     #: (mbv2_digits); 16 leaves room for deeper models while a wrong range or weight grid
@@ -43,22 +42,19 @@ class TidlTarget(Target):
 
         return f"onnxruntime {onnxruntime.__version__} (Clip model); TIDL simulated"
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
+    def constraints(self, options: TidlOptions) -> QuantConstraints:
         from qconvert_tidl.constraints import tidl_constraints
 
-        assert isinstance(options, TidlOptions)
         return tidl_constraints(options)
 
-    def fast_types(self, options: TargetOptions) -> FastTypes:
-        assert isinstance(options, TidlOptions)
+    def fast_types(self, options: TidlOptions) -> FastTypes:
         return FastTypes(f"TI {options.soc} (TIDL-RT, C7x/MMA)", "sym", weight_granularity="per_tensor",
                          why="TIDL-RT requantizes with power-of-two shifts of symmetric per-tensor scales; "
                          "per-channel weights only for depthwise convolutions")
 
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TidlOptions) -> Artifact:
         from qconvert_tidl.emit import emit_tidl
 
-        assert isinstance(options, TidlOptions)
         return emit_tidl(qmodel, out_dir, options, self.name)
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -66,9 +62,8 @@ class TidlTarget(Target):
 
         return run_onnx(artifact.path, inputs)
 
-    def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def extra_checks(self, qmodel: QuantizedModel, artifact: Artifact, options: TidlOptions,
                      ctx: CheckContext) -> ExtraChecks | None:
         from qconvert_tidl.predict import device_checks
 
-        assert isinstance(options, TidlOptions)
         return device_checks(qmodel, artifact, options, ctx)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import attr_of, module_of
+from qconvert.targets import attr_of, module_of
 
 __all__ = ["ClipRange", "activation_quantizers", "clip_model"]
 

@@ -10,9 +10,7 @@ feature maps). Per-channel weights exist for depthwise convolutions only
 
 from __future__ import annotations
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.errors import ConstraintError
-from qconvert.recipe.model import Recipe
+from qconvert.targets import ConstraintError, QuantConstraints, Recipe
 from qconvert_tidl.options import TidlOptions
 
 __all__ = ["TIDL_BITS", "check_bits", "tidl_constraints"]

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import onnx
 import torch
 from torch.fx import GraphModule
 
-import qconvert
-from qconvert.core.graph import OpKind, module_of, op_kind
-from qconvert.core.quantize import QuantizedModel
-from qconvert.errors import ConstraintError
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact, ConstraintError, OpKind, QuantizedModel, module_of, op_kind
 from qconvert_tidl.clipmodel import ClipRange, activation_quantizers, clip_model
 from qconvert_tidl.configs import InputSpec, TidlConfig, import_config_text, osrt_options, tvm_options
 from qconvert_tidl.constraints import check_bits
@@ -153,7 +150,7 @@ def _layer_output_key(qmodel: QuantizedModel, module: str) -> str:
 
 
 def _write_configs(cfg: TidlConfig, options: TidlOptions, out_dir: Path) -> None:
-    header = f"TIDL import configuration written by qconvert {qconvert.__version__} (torch {torch.__version__})."
+    header = f"TIDL import configuration written by qconvert {version('qconvert')} (torch {torch.__version__})."
     (out_dir / "tidl_import_config.txt").write_text(import_config_text(cfg, header))
     files: dict[str, object] = {
         "compile_options_onnxrt.json": osrt_options(cfg, "onnxrt"),

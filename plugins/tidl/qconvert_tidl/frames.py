@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qconvert.core.quantize import QuantizedModel
+from qconvert.targets import QuantizedModel
 from qconvert_tidl.configs import InputSpec
 
 __all__ = ["WrittenFrames", "write_frames"]

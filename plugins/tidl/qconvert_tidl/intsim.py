@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qconvert.core.accumulator import signed_bits
+from qconvert.targets import signed_bits
 
 __all__ = ["Fixed", "IntSim", "Ref", "Rounding", "Step", "UnsupportedGraph", "exact_matmul", "round_div", "shift_round"]
 

@@ -16,7 +16,7 @@ import torch
 import torch.ao.quantization.fx._decomposed
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import attr_of
+from qconvert.targets import attr_of
 from qconvert_tidl import intsim as S
 
 __all__ = ["compile_graph"]

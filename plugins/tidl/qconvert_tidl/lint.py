@@ -21,8 +21,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from qconvert.core.capture import Captured
-from qconvert.core.graph import module_of
+from qconvert.targets import Captured, module_of
 
 __all__ = [
     "WIDE_RANGE_RATIO",

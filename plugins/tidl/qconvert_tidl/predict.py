@@ -19,11 +19,18 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from qconvert.core.quantize import QuantizedModel
-from qconvert.errors import BadInputError
-from qconvert.recipe.model import Recipe
-from qconvert.targets.base import Artifact, CheckContext, DeviceFigures, ExtraChecks, ExtraResults
-from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
+from qconvert.targets import (
+    AccuracyAccumulator,
+    Artifact,
+    BadInputError,
+    CheckContext,
+    CompareAccumulator,
+    DeviceFigures,
+    ExtraChecks,
+    ExtraResults,
+    QuantizedModel,
+    Recipe,
+)
 from qconvert_tidl.constraints import tidl_constraints
 from qconvert_tidl.intsim import IntSim, UnsupportedGraph
 from qconvert_tidl.intsim_compile import compile_graph

@@ -8,25 +8,24 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qconvert.core.constraints import QuantConstraints
-from qconvert.targets.base import Artifact, Availability, Latency, Target, TargetOptions
-from qconvert.targets.speed import FastTypes
+from qconvert.targets import Artifact, Availability, FastTypes, Latency, QuantConstraints, Target
 from qconvert_tvm.options import TvmOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["TvmOptions", "TvmTarget"]
 
 
-class TvmTarget(Target):
+class TvmTarget(Target[TvmOptions]):
     """A TVM Relax library for an LLVM CPU target, built from qconvert_onnx's QDQ export."""
 
     name = "tvm"
     description = "ONNX QDQ compiled by TVM Relax (llvm), verified in the Relax VM in a fresh process"
     Options = TvmOptions
+    api_version = 1
     # The Relax ONNX frontend keeps QuantizeLinear/DequantizeLinear and runs the ops between
     # them in float32, like onnxruntime's QDQ path: measured max 1 step on digits and ResNet-18
     # (float accumulation order decides a rounding tie now and then), never 2.
@@ -46,7 +45,7 @@ class TvmTarget(Target):
         except PackageNotFoundError:
             return "tvm (unknown version)"
 
-    def constraints(self, options: TargetOptions) -> QuantConstraints:
+    def constraints(self, options: TvmOptions) -> QuantConstraints:
         from qconvert_onnx import OnnxTarget
 
         # The artifact is built from the ONNX QDQ export, so the ONNX target's limits apply; 16-bit Q/DQ
@@ -54,10 +53,9 @@ class TvmTarget(Target):
         return replace(OnnxTarget().constraints(OnnxTarget.Options()), max_activation_bits=8, max_weight_bits=8,
                        partial_schemes=frozenset(), partial_refusal="not run through TVM's ONNX frontend here")
 
-    def fast_types(self, options: TargetOptions) -> FastTypes:
+    def fast_types(self, options: TvmOptions) -> FastTypes:
         from qconvert_onnx import onnxruntime_fast_types
 
-        assert isinstance(options, TvmOptions)
         # The library is compiled from the onnx target's QDQ model: the same CPU, the same types.
         arm = any(k in options.target for k in ("aarch64", "arm"))
         onnx_types = onnxruntime_fast_types("arm64" if arm else "x86")
@@ -67,10 +65,9 @@ class TvmTarget(Target):
                          why=f"compiled from the onnx target's QDQ model for the same CPU: {onnx_types.why}; untuned TVM "
                          "ran int8 no faster than float here, so its default is accuracy")
 
-    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TargetOptions) -> Artifact:
+    def emit(self, qmodel: QuantizedModel, out_dir: Path, options: TvmOptions) -> Artifact:
         from qconvert_tvm.export import export_tvm
 
-        assert isinstance(options, TvmOptions)
         return export_tvm(qmodel, out_dir, options, self.name)
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -78,10 +75,9 @@ class TvmTarget(Target):
 
         return run_tvm(artifact.path, [inputs[n] for n in artifact.input_names])
 
-    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TargetOptions,
+    def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TvmOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:
         """The library vs the float model built the same way, in the Relax VM; None for a library not built for this host."""
         from qconvert_tvm.latency import measure_latency
 
-        assert isinstance(options, TvmOptions)
         return measure_latency(qmodel, artifact, options, batch_sizes, self.runtime_version())

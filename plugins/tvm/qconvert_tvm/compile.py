@@ -19,7 +19,7 @@ from typing import Any
 
 import onnx
 
-from qconvert.errors import BadInputError
+from qconvert.targets import BadInputError
 from qconvert_tvm.target_spec import TargetSpec
 
 __all__ = ["Compiled", "TvmCompileError", "compile_onnx"]

@@ -13,8 +13,7 @@ from pathlib import Path
 import onnx
 from qconvert_onnx.export import export_onnx_model, narrow_ranges
 
-from qconvert.core.quantize import QuantizedModel
-from qconvert.targets.base import Artifact
+from qconvert.targets import Artifact, QuantizedModel
 from qconvert_tvm.compile import compile_onnx
 from qconvert_tvm.options import TvmOptions
 from qconvert_tvm.target_spec import parse_target

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from qconvert.targets.base import Artifact, Latency
+from qconvert.targets import Artifact, Latency
 from qconvert_tvm.options import TvmOptions
 from qconvert_tvm.target_spec import parse_target
 
 if TYPE_CHECKING:
-    from qconvert.core.quantize import QuantizedModel
+    from qconvert.targets import QuantizedModel
 
 __all__ = ["ELEMENTWISE_OPS", "LAYER_OPS", "count_int8_nodes", "measure_latency"]
 
@@ -62,7 +62,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, options: TvmOpti
     import tvm
     from qconvert_onnx.export import export_float_model
 
-    from qconvert.verify.timing import interleaved_ms
+    from qconvert.targets import interleaved_ms
     from qconvert_tvm.compile import compile_onnx
 
     spec = parse_target(options.target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from qconvert.targets.base import TargetOptions
+from qconvert.targets import TargetOptions
 from qconvert_tvm.target_spec import parse_target
 
 __all__ = ["TvmOptions"]
