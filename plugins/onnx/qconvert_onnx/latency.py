@@ -35,7 +35,7 @@ def _session(model: bytes | str, optimized_path: str | None = None):  # type: ig
 
 
 def session_ms(models: dict[str, bytes | str], feeds: dict[str, np.ndarray], budget_s: float = 1.0) -> dict[str, float]:
-    """Median ms of one run per model, the models timed in turn (``qconvert.verify.timing``)."""
+    """Ms of one run per model, the 10th percentile of runs with the models timed in turn (``interleaved_ms``)."""
     from qconvert.targets import interleaved_ms
 
     sessions = {name: _session(m) for name, m in models.items()}
