@@ -14,6 +14,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.bias_analytic import correct_biases_analytic
 from qconvert.core.bias_correction import correct_biases
+from qconvert.core.bias_headroom import widen_for_int32_bias
 from qconvert.core.capture import Captured
 from qconvert.core.constraints import QuantConstraints
 from qconvert.core.coverage import observe_consumed_tensors
@@ -182,6 +183,7 @@ def quantize(
     for obs in observers:
         if weight_ranges and obs.spec.role == "weight" and obs.spec.key in weight_ranges:
             obs.learned_range = weight_ranges[obs.spec.key]
+    widened = widen_for_int32_bias(prepared)
     folded = fold_requantization(prepared, policy)
     summaries = tuple(_summary(o) for o in observers)
     with warnings.catch_warnings():
@@ -195,7 +197,8 @@ def quantize(
         correct_biases(captured.graph, converted, calibration_batches, recipe.bias_correction_iters, recipe.bias_correction_samples)
     return QuantizedModel(
         graph=converted, captured=captured, recipe=recipe, target=target,
-        decisions=dict(quantizer.decisions), qparams=summaries, warnings=tuple(policy.warnings),
+        decisions=dict(quantizer.decisions), qparams=summaries,
+        warnings=tuple(policy.warnings) + tuple(w.note() for w in widened),
         float_output_steps=_float_output_steps(converted, stats, QuantPolicy(recipe, policy.constraints, target)),
         requantization=folded,
         calibration_batches=calibration_batches,
