@@ -13,6 +13,7 @@ quantize_static; NNCF's nncf.quantize. All in one run, same data.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,15 +26,16 @@ from zoo import data as zdata
 from zoo import models as zmodels
 from zoo.registry import entry
 
-MODELS = ("efficientnet_lite1", "efficientnet_lite2")
-VERIFY_SAMPLES = 32  # the build verifies on a few inputs; this bench measures all 512 itself
+MODELS = tuple(os.environ.get("QCONVERT_BENCH_REAL_MODELS", "efficientnet_lite1,efficientnet_lite2").split(","))
+#: Evaluation views scored (512 for the figures; fewer while exploring).
+N_EVAL = int(os.environ.get("QCONVERT_BENCH_REAL_EVAL", "512"))
+VERIFY_SAMPLES = 32  # the build verifies on a few inputs; this bench measures all N_EVAL itself
+BEST = Path(__file__).resolve().parents[1] / "zoo" / "recipe_best.yaml"
 
-# qconvert recipes: the default (what `version: 1` gives for onnx) and the variants measured.
-QCONVERT_RECIPES: dict[str, dict] = {
+# qconvert recipes: the default (what `version: 1` gives for onnx) and the best one found (zoo/recipe_best.yaml).
+QCONVERT_RECIPES: dict[str, dict | Path] = {
     "qconvert default": {"version": 1},
-    "qconvert percentile 99.99": {"version": 1, "calibration": {"method": "percentile", "percentile": 99.99}},
-    "qconvert mse": {"version": 1, "calibration": {"method": "mse"}},
-    "qconvert mse + bias correction": {"version": 1, "calibration": {"method": "mse"}, "bias_correction": True},
+    "qconvert best (zoo/recipe_best.yaml)": BEST,
 }
 
 
@@ -64,7 +66,7 @@ def _metrics(name: str, ref: np.ndarray, out: np.ndarray, calib_s: float, note: 
     return Result(name, agree, sqnr, calib_s, note)
 
 
-def _qconvert(model, recipe: dict, calib: np.ndarray, evald: np.ndarray, out: Path) -> tuple[Path, float]:
+def _qconvert(model, recipe: dict | Path, calib: np.ndarray, evald: np.ndarray, out: Path) -> tuple[Path, float]:
     import qconvert
 
     qconvert.build(model, recipe, targets=["onnx"], out=out, calib_data={"x": calib},
@@ -132,7 +134,7 @@ def bench_model(name: str, work: Path) -> Iterator[Result]:
 
     spec = entry(name).data
     calib = zdata.arrays(spec, "calib")["x"]
-    evald = zdata.arrays(spec, "eval")["x"]
+    evald = zdata.arrays(spec, "eval", N_EVAL)["x"]
     model = getattr(zmodels, name)()
     with torch.no_grad():
         ref = np.concatenate([model(torch.from_numpy(evald[i:i + 32])).numpy() for i in range(0, len(evald), 32)])
@@ -142,13 +144,13 @@ def bench_model(name: str, work: Path) -> Iterator[Result]:
                 lambda: _ort_quantize_static(float_path, calib, work / "ort.onnx"), ref, evald)
     yield _peer("nncf.quantize (ONNX, defaults)", lambda: _nncf_quantize(float_path, calib, work / "nncf.onnx"), ref, evald)
     for label, recipe in QCONVERT_RECIPES.items():
-        yield _peer(label, lambda r=recipe, lb=label: _qconvert(model, r, calib, evald, work / lb.replace(" ", "_")), ref, evald)
+        yield _peer(label, lambda r=recipe, lb=label: _qconvert(model, r, calib, evald, work / lb.split(" (")[0].replace(" ", "_")), ref, evald)
 
 
 def run() -> None:
     print(f"Calibration: {zdata.COUNTS['calib']} views of {', '.join(zdata.CALIB_PHOTOS)}.\n"
-          f"Evaluation: {zdata.COUNTS['eval']} views of {', '.join(zdata.EVAL_PHOTOS)} (no photo in both).\n"
-          "Agreement and SQNR: each int8 ONNX model in onnxruntime vs the float PyTorch model, same 512 inputs.")
+          f"Evaluation: {N_EVAL} views of {', '.join(zdata.EVAL_PHOTOS)} (no photo in both).\n"
+          "Agreement and SQNR: each int8 ONNX model in onnxruntime vs the float PyTorch model, same inputs.")
     print("| model | quantizer | top-1 agreement vs float | SQNR vs float (dB) | calibration s | note |")
     print("|---|---|---|---|---|---|")
     for name in MODELS:

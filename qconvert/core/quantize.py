@@ -11,6 +11,7 @@ import torch
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+from qconvert.core.adaround import learn_rounding
 from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.bias_analytic import correct_biases_analytic
 from qconvert.core.bias_correction import correct_biases
@@ -154,7 +155,7 @@ def quantize(
 ) -> QuantizedModel:
     """Build the Q/DQ graph for one target from calibration statistics, without data.
 
-    Only ``recipe.bias_correction`` reads data again: ``calibration_batches``
+    Only ``recipe.bias_correction`` and ``recipe.weight_rounding: adaround`` read data again: ``calibration_batches``
     must then yield the calibration batches.
 
     ``weight_ranges`` maps weight keys to (lo, hi) learned in quantization-aware
@@ -189,6 +190,10 @@ def quantize(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = convert_pt2e(prepared, fold_quantize=True)
+    if recipe.weight_rounding == "adaround":
+        if calibration_batches is None:
+            raise DataError("weight_rounding: adaround needs the calibration data: pass --calib-data (statistics alone are not enough)")
+        learn_rounding(captured.graph, converted, calibration_batches, recipe.adaround_samples, recipe.adaround_iterations)
     if recipe.bias_correction == "analytic":
         correct_biases_analytic(captured.graph, converted)
     elif recipe.bias_correction:

@@ -159,7 +159,7 @@ def _recipe(imported: ImportedQuant, base: Recipe, gm: GraphModule) -> Recipe:
         "narrow_weights": narrow,
         "activations": act_scheme, "weights": w_scheme, "calibration": calib, "weight_method": "minmax",
         "overrides": tuple(overrides.values()), "exclude": tuple(dict.fromkeys(base.exclude + tuple(float_layers))),
-        "bias_correction": False, "equalization": False, "no_clip": (),
+        "bias_correction": False, "equalization": False, "no_clip": (), "weight_rounding": "nearest",
     })
 
 

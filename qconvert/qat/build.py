@@ -92,7 +92,7 @@ def _build_recipe(recipe: Recipe) -> Recipe:
     calib = recipe.calibration.model_copy(update={"method": "minmax"})
     overrides = tuple(o.model_copy(update={"method": None, "weight_method": None}) for o in recipe.overrides)
     return recipe.model_copy(update={"calibration": calib, "overrides": overrides, "weight_method": "minmax",
-                                     "bias_correction": False, "equalization": False})
+                                     "bias_correction": False, "equalization": False, "weight_rounding": "nearest"})
 
 
 def _learned(ck: QATCheckpoint, recipe: Recipe) -> LearnedRanges:

@@ -106,7 +106,8 @@ def prepare_captured(captured: Captured, recipe: Recipe, stats: StatsSet | None 
 
 def _check_recipe(recipe: Recipe) -> None:
     unsupported = [name for name, on in (("dynamic", recipe.dynamic or any(o.dynamic for o in recipe.overrides)),
-                                         ("equalization", recipe.equalization), ("bias_correction", recipe.bias_correction)) if on]
+                                         ("equalization", recipe.equalization), ("bias_correction", recipe.bias_correction),
+                                         ("weight_rounding: adaround", recipe.weight_rounding == "adaround")) if on]
     if unsupported:
         raise RecipeError(
             f"recipe {', '.join(unsupported)}: post-training only; quantization-aware training learns the ranges "

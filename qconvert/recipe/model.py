@@ -217,6 +217,12 @@ class Recipe(_Frozen):
     bias_correction_samples: int = Field(
         128, ge=1, description="Calibration samples empirical bias correction measures on (memory grows with it, not with the data)."
     )
+    weight_rounding: Literal["nearest", "adaround"] = Field(
+        "nearest", description="How weights round to their integers: nearest, or adaround (learned per weight, layer by layer, "
+        "so each conv/linear's output on adaround_samples calibration samples stays closest to float; runs before bias correction)."
+    )
+    adaround_samples: int = Field(64, ge=1, description="Calibration samples adaround learns on (memory grows with it, not with the data).")
+    adaround_iterations: int = Field(300, ge=1, le=100000, description="Optimisation steps of adaround per layer (time grows with it).")
     depthwise_per_channel: bool = Field(
         False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
     )

@@ -1,0 +1,229 @@
+"""Learned weight rounding (AdaRound: Nagel et al. 2020, "Up or Down? Adaptive Rounding for
+Post-Training Quantization").
+
+Rounding each weight to the nearest integer minimises each weight's own error, not the
+layer's output error: the errors of a row of weights add up in the dot product. AdaRound
+learns, per weight, whether to round down or up (a soft variable pushed to 0 or 1 by a
+regulariser whose sharpness is annealed) so that the layer's output on real inputs stays
+close to the output with float weights.
+
+Here, layer by layer in graph order over a bounded sample of the calibration data
+(``qconvert.core.walk``): each conv/linear with int8 weights is optimised on the inputs it
+has in the quantized graph (earlier layers already rounded), against the same layer with
+its float (BatchNorm-folded) weights on those inputs, through its fused ReLU/ReLU6 where it
+has one. Its integer weights are then replaced in place and its output recomputed, so the
+next layer sees the rounded layer. Scales, zero points and biases are untouched; empirical
+bias correction, when on, runs after it. Memory: the sample's activations at the walk's
+frontier plus one layer's stored input; time: ``iterations`` small steps per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.fx import GraphModule, Node
+
+from qconvert.core.bias_correction import Batches, folded_reference
+from qconvert.core.graph import OpKind, attr_of, op_kind
+from qconvert.core.walk import Chunks, walk
+
+__all__ = ["RoundedLayer", "learn_rounding"]
+
+_DQ_PER_CHANNEL = torch.ops.quantized_decomposed.dequantize_per_channel.default
+_DQ_PER_TENSOR = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+_ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound, eq. 23)
+_ACTS: dict[Any, Callable[[torch.Tensor, Node], torch.Tensor]] = {
+    torch.ops.aten.relu.default: lambda t, n: F.relu(t),
+    torch.ops.aten.relu_.default: lambda t, n: F.relu(t),
+    torch.ops.aten.hardtanh.default: lambda t, n: F.hardtanh(t, *(float(a) for a in n.args[1:3])),  # type: ignore[arg-type]
+    torch.ops.aten.hardtanh_.default: lambda t, n: F.hardtanh(t, *(float(a) for a in n.args[1:3])),  # type: ignore[arg-type]
+    torch.ops.aten.relu6.default: lambda t, n: F.hardtanh(t, 0.0, 6.0),
+}
+
+
+@dataclass(frozen=True)
+class RoundedLayer:
+    """One layer whose integer weights were learned."""
+
+    layer: str
+    weights: int
+    #: Fraction of its weights rounded the other way than to nearest.
+    flipped: float
+    #: The layer's output error (mean square, through its activation) with nearest and with learned rounding.
+    error_nearest: float
+    error_learned: float
+
+
+@dataclass
+class _QWeight:
+    """A layer's integer weight as the graph holds it: dequantize_per_channel/per_tensor(get_attr, ...)."""
+
+    attr: str
+    scale: torch.Tensor  # broadcast to the weight's shape
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+
+
+def _const(gm: GraphModule, node: Any) -> Any:
+    """The value of a node computed from attributes and literals only (a weight or bias dequantize)."""
+    if not isinstance(node, Node):
+        return node
+    if node.op == "get_attr":
+        return attr_of(gm, str(node.target))
+    if node.op != "call_function":
+        raise ValueError(f"{node.name} is not a constant")
+    args = [_const(gm, a) for a in node.args]
+    kwargs = {k: _const(gm, v) for k, v in node.kwargs.items()}
+    return node.target(*args, **kwargs)  # type: ignore[operator]
+
+
+def _qweight(gm: GraphModule, node: Node) -> _QWeight | None:
+    w = node.args[1] if len(node.args) > 1 else None
+    if not isinstance(w, Node) or w.target not in (_DQ_PER_CHANNEL, _DQ_PER_TENSOR):
+        return None
+    src = w.args[0]
+    if not (isinstance(src, Node) and src.op == "get_attr"):
+        return None
+    q = attr_of(gm, str(src.target))
+    if not isinstance(q, torch.Tensor) or q.is_floating_point():
+        return None
+    scale, zp = (torch.as_tensor(_const(gm, a)).double() for a in w.args[1:3])
+    if w.target == _DQ_PER_CHANNEL:
+        shape = [1] * q.dim()
+        shape[int(w.args[3])] = -1  # type: ignore[call-overload]
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+        qmin, qmax = int(w.args[4]), int(w.args[5])  # type: ignore[call-overload]
+    else:
+        qmin, qmax = int(w.args[3]), int(w.args[4])  # type: ignore[call-overload]
+    return _QWeight(str(src.target), scale, zp, qmin, qmax)
+
+
+def _activation(node: Node) -> Callable[[torch.Tensor], torch.Tensor]:
+    users = list(node.users)
+    if len(users) == 1 and users[0].target in _ACTS:
+        act, user = _ACTS[users[0].target], users[0]
+        return lambda t: act(t, user)
+    return lambda t: t
+
+
+def _h(v: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(torch.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0)
+
+
+class _Layer:
+    """One conv/linear being rounded: its float weight, integer grid and how to run it."""
+
+    def __init__(self, gm: GraphModule, node: Node, float_weight: torch.Tensor, qw: _QWeight) -> None:
+        self.gm, self.node, self.qw = gm, node, qw
+        self.w = float_weight.double()
+        self.bias = _const(gm, node.args[2]) if len(node.args) > 2 and node.args[2] is not None else None
+        self.rest = [_const(gm, a) for a in node.args[3:]]
+        self.kwargs = {k: _const(gm, v) for k, v in node.kwargs.items()}
+        self.act = _activation(node)
+        self.floor = torch.floor(self.w / qw.scale + qw.zero_point)
+
+    def run(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        fn: Callable[..., torch.Tensor] = self.node.target  # type: ignore[assignment]
+        return fn(x, weight.to(x.dtype), self.bias, *self.rest, **self.kwargs)
+
+    def dequantize(self, q: torch.Tensor) -> torch.Tensor:
+        return ((q - self.qw.zero_point) * self.qw.scale).float()
+
+    def nearest(self) -> torch.Tensor:
+        return torch.clamp(torch.round(self.w / self.qw.scale + self.qw.zero_point), self.qw.qmin, self.qw.qmax)
+
+    def soft(self, v: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(self.floor.float() + _h(v), self.qw.qmin, self.qw.qmax)
+        return (q - self.qw.zero_point.float()) * self.qw.scale.float()
+
+    def hard(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.floor + (v.double() >= 0).double(), self.qw.qmin, self.qw.qmax)
+
+
+def _error(layer: _Layer, x: torch.Tensor, ref: torch.Tensor, q: torch.Tensor) -> float:
+    return float(((layer.act(layer.run(x, layer.dequantize(q))) - ref) ** 2).mean())
+
+
+def _optimise(layer: _Layer, x: torch.Tensor, iterations: int, batch: int, reg: float, generator: torch.Generator) -> torch.Tensor:
+    """The learned integer weights of ``layer`` on its inputs ``x`` (all samples, one tensor)."""
+    with torch.no_grad():
+        ref = torch.cat([layer.act(layer.run(x[i:i + batch], layer.w.float())) for i in range(0, len(x), batch)])
+    rest = (layer.w / layer.qw.scale + layer.qw.zero_point - layer.floor).clamp(1e-4, 1 - 1e-4)
+    v = (-torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1)).float().requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=1e-2)
+    warm = int(0.2 * iterations)
+    channel = 1 if ref.dim() > 2 else -1
+    for it in range(iterations):
+        idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=generator)
+        out = layer.act(layer.run(x[idx], layer.soft(v)))
+        loss = (out - ref[idx]).pow(2).sum(channel).mean()
+        if it >= warm:
+            beta = 2.0 + (20.0 - 2.0) * (1 + math.cos(math.pi * (it - warm) / max(iterations - warm, 1))) / 2
+            loss = loss + reg * (1 - (2 * _h(v) - 1).abs().pow(beta)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return layer.hard(v.detach())
+
+
+def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches, samples: int = 64,
+                   iterations: int = 300, batch: int = 8, reg: float = 0.01, seed: int = 0) -> tuple[RoundedLayer, ...]:
+    """Learn the integer weights of every conv/linear of ``qgm`` in place; returns what changed per layer."""
+    from qconvert.core.bias_correction import _sample
+
+    reference = folded_reference(float_graph)
+    float_weights = {n.name: attr_of(reference, str(n.args[1].target)) for n in reference.graph.nodes
+                     if op_kind(n) == OpKind.WEIGHTED and isinstance(n.args[1], Node) and n.args[1].op == "get_attr"}
+    layers = [n for n in qgm.graph.nodes if op_kind(n) == OpKind.WEIGHTED and n.name in float_weights
+              and _qweight(qgm, n) is not None and isinstance(n.args[0], Node)]
+    if not layers:
+        return ()
+    inputs = _sample(batches, samples)
+    feeds: dict[str, list[Node]] = {}
+    for n in layers:
+        feeds.setdefault(n.args[0].name, []).append(n)  # type: ignore[union-attr]
+    stash: dict[str, torch.Tensor] = {}
+    done: list[RoundedLayer] = []
+    generator = torch.Generator().manual_seed(seed)
+
+    def hook(node: Node, value: Chunks) -> Chunks:
+        if node.name in feeds:
+            stash[node.name] = torch.cat(list(value))
+        if node in layers:
+            x = stash[node.args[0].name]  # type: ignore[union-attr]
+            qw = _qweight(qgm, node)
+            assert qw is not None
+            layer = _Layer(qgm, node, float_weights[node.name], qw)
+            with torch.enable_grad():
+                learned = _optimise(layer, x, iterations, batch, reg, generator)
+            nearest = layer.nearest()
+            with torch.no_grad():
+                sub = x[: 4 * batch]
+                ref = layer.act(layer.run(sub, layer.w.float()))
+                before, after = _error(layer, sub, ref, nearest), _error(layer, sub, ref, learned)
+            current = attr_of(qgm, qw.attr)
+            owner, _, leaf = qw.attr.rpartition(".")
+            setattr(qgm.get_submodule(owner) if owner else qgm, leaf, learned.to(current.dtype))
+            done.append(RoundedLayer(node.name, learned.numel(), float((learned != nearest).double().mean()), before, after))
+            if all(other in [d.layer for d in done] or other is node for other in feeds[node.args[0].name]):  # type: ignore[union-attr]
+                stash.pop(node.args[0].name, None)  # type: ignore[union-attr]
+            with torch.no_grad():
+                return Chunks(layer.run(t, layer.dequantize(learned)) for t in _chunks_of(x, value))
+        return value
+
+    names = {n.name for n in layers} | set(feeds)
+    with torch.no_grad():
+        walk(qgm, inputs, names, hook)
+    return tuple(done)
+
+
+def _chunks_of(x: torch.Tensor, like: Chunks) -> list[torch.Tensor]:
+    """``x`` cut back into the chunk sizes of ``like``."""
+    sizes = [len(t) for t in like]
+    return list(torch.split(x, sizes))
