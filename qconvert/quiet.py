@@ -186,8 +186,8 @@ def captured(echo: bool = False) -> Iterator[Capture]:
         cap = Capture(Path(name), terminal)
         token = _current.set(cap)
         tee = _Tee(log, terminal if echo else None)
-        sys.stdout = tee  # type: ignore[assignment]  # third-party print() goes to the log too
-        sys.stderr = tee  # type: ignore[assignment]  # and handlers a library creates inside the block
+        sys.stdout = tee  # third-party print() goes to the log too
+        sys.stderr = tee  # and handlers a library creates inside the block
         handlers: list[logging.Handler] = [handler]
         if echo:
             echo_handler = logging.StreamHandler(terminal)

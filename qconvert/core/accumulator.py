@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Interpreter, Node
 
-from qconvert.core.graph import OpKind, attr_of, module_of, op_kind
+from qconvert.core.graph import OpKind, arg_int, arg_node, attr_of, module_of, op_kind
 
 __all__ = ["AccumulatorWidth", "signed_bits", "widest_accumulators"]
 
@@ -64,7 +64,7 @@ class _Peak:
     partial: float = 0.0
 
 
-def _ints_of(dq: Node, value: torch.Tensor, gm: GraphModule) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _ints_of(dq: Node, value: torch.Tensor, gm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(integers minus zero point in float64, scale) of what a dequantize node reads, or None."""
     per_tensor, per_channel = _dequantize_ops()
     if dq.target in per_tensor:
@@ -73,10 +73,9 @@ def _ints_of(dq: Node, value: torch.Tensor, gm: GraphModule) -> tuple[torch.Tens
         zp_v = attr_of(gm, zp.target) if isinstance(zp, Node) else zp
         return value.double() - torch.as_tensor(zp_v, dtype=torch.float64), scale_t.reshape(())
     if dq.target in per_channel:
-        scale, zp, axis = dq.args[1], dq.args[2], dq.args[3]
-        s, z = attr_of(gm, scale.target).double(), attr_of(gm, zp.target).double()
+        s, z = attr_of(gm, arg_node(dq, 1).target).double(), attr_of(gm, arg_node(dq, 2).target).double()
         shape = [1] * value.dim()
-        shape[int(axis)] = -1  # type: ignore[call-overload]
+        shape[arg_int(dq, 3, "axis", 0)] = -1
         return value.double() - z.view(shape), s
     return None
 
@@ -99,7 +98,7 @@ class _Measure(Interpreter):
         value = attr_of(self.module, src.target) if src.op == "get_attr" else self.env.get(src)
         if not isinstance(value, torch.Tensor) or value.is_floating_point():
             return None
-        return _ints_of(arg, value, self.module)  # type: ignore[arg-type]
+        return _ints_of(arg, value, self.module)
 
     def _measure(self, n: Node) -> None:
         x, w = self._int_arg(n.args[0]), self._int_arg(n.args[1])
@@ -110,7 +109,7 @@ class _Measure(Interpreter):
         op = n.target
 
         def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return op(a, b, None, *rest, **n.kwargs)  # type: ignore[operator]
+            return op(a, b, None, *rest, **n.kwargs)  # type: ignore[operator]  # fx types a call_function target as str too
 
         xp, xn, wp, wn = xi.clamp(min=0), (-xi).clamp(min=0), wi.clamp(min=0), (-wi).clamp(min=0)
         pos = run(xp, wp) + run(xn, wn)

@@ -188,7 +188,7 @@ def _fixed_range(tensor: Node) -> tuple[float, float] | None:
 
 def _clamp(tensor: Node) -> tuple[float, float] | None:
     """Inputs of saturating activations need no range beyond where they saturate."""
-    bounds = {_BOUNDED_INPUTS.get(u.target) for u in tensor.users}  # type: ignore[arg-type]
+    bounds = {_BOUNDED_INPUTS.get(u.target) for u in tensor.users}
     if len(bounds) == 1 and None not in bounds:
         return bounds.pop()
     return None

@@ -19,7 +19,7 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
 from qconvert.core.capture import Captured
-from qconvert.core.graph import attr_of
+from qconvert.core.graph import arg_int, arg_node, attr_of
 
 __all__ = ["EqualizedPair", "equalize"]
 
@@ -48,8 +48,7 @@ def equalize(captured: Captured, iterations: int = 4) -> tuple[Captured, list[Eq
 
 
 def _groups(conv: Node) -> int:
-    g = conv.args[6] if len(conv.args) > 6 else conv.kwargs.get("groups", 1)
-    return int(g)  # type: ignore[arg-type]
+    return arg_int(conv, 6, "groups", 1)
 
 
 def _pairs(gm: GraphModule) -> list[tuple[Node, Node]]:
@@ -67,7 +66,7 @@ def _pairs(gm: GraphModule) -> list[tuple[Node, Node]]:
             link, b = a, link
         if b.target not in _CONV or b.args[0] is not link or not _attr_node(b.args[1]):
             continue
-        if _groups(b) in (1, attr_of(gm, a.args[1].target).shape[0]):
+        if _groups(b) in (1, attr_of(gm, arg_node(a, 1).target).shape[0]):
             pairs.append((a, b))
     return pairs
 
@@ -89,17 +88,17 @@ def _set(gm: GraphModule, node: Node, value: torch.Tensor) -> None:
 
 @torch.no_grad()
 def _equalize_pair(gm: GraphModule, a: Node, b: Node) -> None:
-    w1, w2 = attr_of(gm, a.args[1].target), attr_of(gm, b.args[1].target)
+    w1, w2 = attr_of(gm, arg_node(a, 1).target), attr_of(gm, arg_node(b, 1).target)
     depthwise = _groups(b) > 1
     r1 = w1.abs().reshape(w1.shape[0], -1).amax(dim=1)
     r2 = w2.abs().reshape(w2.shape[0], -1).amax(dim=1) if depthwise else w2.abs().transpose(0, 1).reshape(w2.shape[1], -1).amax(dim=1)
     s = torch.where((r1 > 0) & (r2 > 0), torch.sqrt(r1 / r2.clamp_min(1e-12)), torch.ones_like(r1))
     view_a = (-1,) + (1,) * (w1.dim() - 1)
-    _set(gm, a.args[1], w1 / s.reshape(view_a))
+    _set(gm, arg_node(a, 1), w1 / s.reshape(view_a))
     bias = a.args[2] if len(a.args) > 2 else None
-    if _attr_node(bias):
-        _set(gm, bias, attr_of(gm, bias.target) / s)  # type: ignore[arg-type]
+    if isinstance(bias, Node) and bias.op == "get_attr":
+        _set(gm, bias, attr_of(gm, bias.target) / s)
     if depthwise:
-        _set(gm, b.args[1], w2 * s.reshape(view_a))
+        _set(gm, arg_node(b, 1), w2 * s.reshape(view_a))
     else:
-        _set(gm, b.args[1], w2 * s.reshape((1, -1) + (1,) * (w2.dim() - 2)))
+        _set(gm, arg_node(b, 1), w2 * s.reshape((1, -1) + (1,) * (w2.dim() - 2)))

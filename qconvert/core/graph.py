@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["OpKind", "module_names_of_graph", "module_of", "op_kind"]
+__all__ = ["OpKind", "arg_int", "arg_node", "module_names_of_graph", "module_of", "op_kind"]
 
 aten = torch.ops.aten
 
@@ -77,7 +77,7 @@ def is_float_tensor(node: object) -> bool:
     return isinstance(val, torch.Tensor) and val.is_floating_point()
 
 
-def attr_of(gm: GraphModule, target: object) -> torch.Tensor:
+def attr_of(gm: torch.nn.Module, target: object) -> torch.Tensor:
     """The tensor a ``get_attr`` node with this target (a dotted path in ``gm``) reads."""
     obj: object = gm
     for part in str(target).split("."):
@@ -85,3 +85,20 @@ def attr_of(gm: GraphModule, target: object) -> torch.Tensor:
     if not isinstance(obj, torch.Tensor):
         raise TypeError(f"graph attribute '{target}' is not a tensor")
     return obj
+
+
+def arg_node(node: Node, i: int) -> Node:
+    """``node.args[i]`` where the op's schema puts a tensor: a graph node (fx types every argument as the
+    ``Argument`` union, so this is where a graph that breaks the schema is caught, by name)."""
+    a = node.args[i]
+    if not isinstance(a, Node):
+        raise TypeError(f"graph node '{node.name}': argument {i} is {type(a).__name__}, not a graph node")
+    return a
+
+
+def arg_int(node: Node, i: int, name: str, default: int) -> int:
+    """An integer argument of ``node`` (positional ``i`` or keyword ``name``), ``default`` where absent."""
+    a = node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+    if not isinstance(a, int):
+        raise TypeError(f"graph node '{node.name}': argument '{name}' is {type(a).__name__}, not an int")
+    return a

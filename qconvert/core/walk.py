@@ -20,7 +20,7 @@ from qconvert.core.graph import attr_of
 __all__ = ["Chunks", "LayerHook", "walk"]
 
 
-class Chunks(list):  # type: ignore[type-arg]
+class Chunks(list):
     """One value of the graph over the sample: one entry per chunk (a list, to tell it from the graph's own lists)."""
 
 

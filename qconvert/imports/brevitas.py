@@ -11,24 +11,25 @@ group-wise formats: their quantizers are reported and left out (those tensors ge
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
 
 from qconvert.imports.source import SourceModel, TapBook
 from qconvert.imports.twin import TappedAct, TappedConv, TappedLinear
-from qconvert.imports.types import Grid
+from qconvert.imports.types import Grid, Tool
 
 __all__ = ["TOOL", "detect", "grid_of", "open_source"]
 
-TOOL = "Brevitas"
+TOOL: Tool = "Brevitas"
 
 
 def detect(model: nn.Module) -> bool:
     return any(type(m).__module__.startswith("brevitas.nn") for m in model.modules())
 
 
-def grid_of(proxy: nn.Module | None, weight: bool = False) -> Grid | None:
+def grid_of(proxy: Any, weight: bool = False) -> Grid | None:
     """The grid of an enabled Brevitas quant proxy, None when disabled or absent."""
     if proxy is None or not getattr(proxy, "is_quant_enabled", False):
         return None
@@ -88,6 +89,6 @@ def _twin_of(name: str, m: nn.Module, qnn: object, book: TapBook) -> nn.Module |
     for cls, plain in acts.items():
         if type(m) is cls:
             itap, _ = _io_taps(name, m, book)
-            otap = book.tap(grid_of(m.act_quant), f"{name}.act_quant", "activation")
+            otap = book.tap(grid_of(getattr(m, "act_quant", None)), f"{name}.act_quant", "activation")
             return TappedAct(plain(), itap, otap)
     return None

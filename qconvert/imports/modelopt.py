@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from qconvert.imports.source import SourceModel, TapBook
-from qconvert.imports.types import Grid
+from qconvert.imports.types import Grid, Tool
 
 __all__ = ["TOOL", "detect", "grid_of", "open_source", "rename_state"]
 
-TOOL = "ModelOpt"
+TOOL: Tool = "ModelOpt"
 _LEGACY = {"._input_quantizer.": ".input_quantizer.", "._weight_quantizer.": ".weight_quantizer.",
            "._output_quantizer.": ".output_quantizer."}
 
@@ -62,7 +63,7 @@ def grid_of(q: nn.Module) -> tuple[Grid | None, str]:
     qmin = 0 if unsigned else -bound - (0 if getattr(q, "narrow_range", False) else 1)
     a = amax.detach().float().reshape(-1)
     scale = tuple(float(v) / bound for v in a.tolist())
-    axis = getattr(q, "axis", None)
+    axis: Any = getattr(q, "axis", None)  # ModelOpt's TensorQuantizer: an int, a 1-tuple, or None
     axis = axis[0] if isinstance(axis, (tuple, list)) and len(axis) == 1 else axis
     ch_axis = int(axis) if axis is not None and a.numel() > 1 else None
     return Grid(scale, (0,) * len(scale), qmin, bound, ch_axis), ""

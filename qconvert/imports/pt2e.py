@@ -21,11 +21,11 @@ from torch.fx import GraphModule, Node
 
 from qconvert.core.graph import attr_of
 from qconvert.imports.source import SourceModel, TapBook
-from qconvert.imports.types import Grid
+from qconvert.imports.types import Grid, Tool
 
 __all__ = ["TOOL", "detect", "open_source"]
 
-TOOL = "torchao PT2E"
+TOOL: Tool = "torchao PT2E"
 _qd = torch.ops.quantized_decomposed
 _Q = {_qd.quantize_per_tensor.default, _qd.quantize_per_tensor.tensor, _qd.quantize_per_channel.default}
 _DQ = {_qd.dequantize_per_tensor.default, _qd.dequantize_per_tensor.tensor, _qd.dequantize_per_channel.default}

@@ -106,7 +106,7 @@ def _fold_batchnorm(gm: GraphModule, weights: dict[str, ImportedTensor], notes: 
             continue
         bn = users[0]
         gamma, var = _attr(gm, bn.args[1]), _attr(gm, bn.args[4])
-        eps = float(bn.args[7] if bn.target == _aten.batch_norm.default else bn.args[6])  # type: ignore[arg-type]
+        eps = float(bn.args[7] if bn.target == _aten.batch_norm.default else bn.args[6])
         if var is None:
             continue
         factor = (gamma if gamma is not None else torch.ones_like(var)).double() / torch.sqrt(var.double() + eps)

@@ -38,7 +38,7 @@ class Importer:
         return bool(self._impl().detect(model))
 
     def open_source(self, model: nn.Module) -> SourceModel:
-        return self._impl().open_source(model)  # type: ignore[no-any-return]
+        return self._impl().open_source(model)
 
     def rename_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A state dict in the names this tool's modules use today (legacy names renamed)."""

@@ -77,12 +77,12 @@ def strip_taps(gm: GraphModule) -> list[TapSite]:
     sites: list[TapSite] = []
     taps = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.qconvert.tap.default]
     for n in taps:
-        index = int(n.args[1])  # type: ignore[arg-type]
+        index = int(n.args[1])
         src = _real_input(n)
         site = _weight_site(index, n) if src.op == "get_attr" else None
         sites.append(site or TapSite(index, src.name, "activation", module_of(src)))
     for n in reversed(taps):
-        n.replace_all_uses_with(n.args[0])  # type: ignore[arg-type]
+        n.replace_all_uses_with(n.args[0])
         gm.graph.erase_node(n)
     gm.graph.lint()
     gm.recompile()

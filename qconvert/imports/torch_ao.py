@@ -11,6 +11,7 @@ Refused: a disabled fake quantizer is treated as absent (that tensor has no grid
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,11 +22,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from qconvert.imports.source import SourceModel, TapBook
 from qconvert.imports.twin import TappedConv, TappedLinear
-from qconvert.imports.types import Grid
+from qconvert.imports.types import Grid, Tool
 
 __all__ = ["TOOL", "detect", "grid_of", "open_source"]
 
-TOOL = "torch.ao"
+TOOL: Tool = "torch.ao"
 _CONVS = (nn.modules.conv._ConvNd,)
 _LINEARS = (nn.Linear,)
 
@@ -35,10 +36,11 @@ def detect(model: nn.Module) -> bool:
     return any(grid_of(m) is not None for m in model.modules() if isinstance(m, FakeQuantizeBase))
 
 
-def grid_of(fq: nn.Module | None) -> Grid | None:
+def grid_of(module: object) -> Grid | None:
     """The grid of an enabled fake quantizer; None for anything else."""
-    if not isinstance(fq, FakeQuantizeBase):
+    if not isinstance(module, FakeQuantizeBase):
         return None
+    fq: Any = module  # scale, zero_point, quant_min/max, ch_axis: set by its subclasses, not declared on the base
     enabled = getattr(fq, "fake_quant_enabled", None)
     if enabled is not None and int(enabled.reshape(-1)[0]) == 0:
         return None
@@ -63,14 +65,14 @@ def open_source(model: nn.Module) -> SourceModel:
     return SourceModel(TOOL, reference, twin.eval(), book.records(), tuple(book.notes))
 
 
-def _float_twin(name: str, m: nn.Module, book: TapBook) -> nn.Module:
+def _float_twin(name: str, m: Any, book: TapBook) -> nn.Module:  # a torch.ao QAT conv or linear (its attributes are untyped)
     weight, bias = m.weight.detach(), m.bias.detach() if m.bias is not None else None
     bn = getattr(m, "bn", None)
     if bn is not None:
         weight, bias = fuse_conv_bn_weights(weight, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
     relu = isinstance(m, (nniqat.ConvBnReLU1d, nniqat.ConvBnReLU2d, nniqat.ConvBnReLU3d, nniqat.ConvReLU1d, nniqat.ConvReLU2d,
                           nniqat.ConvReLU3d, nniqat.LinearReLU, nni.ConvReLU2d))
-    wtap = book.tap(grid_of(m.weight_fake_quant), f"{name}.weight_fake_quant", "weight")
+    wtap = book.tap(grid_of(getattr(m, "weight_fake_quant", None)), f"{name}.weight_fake_quant", "weight")
     otap = book.tap(grid_of(getattr(m, "activation_post_process", None)), f"{name}.activation_post_process", "activation")
     if isinstance(m, _LINEARS):
         return TappedLinear(weight, bias, relu, wtap, otap)

@@ -17,11 +17,11 @@ from torch.ao.nn import quantized as nnq
 
 from qconvert.imports.source import SourceModel, TapBook
 from qconvert.imports.twin import TappedConv, TappedLinear
-from qconvert.imports.types import Grid
+from qconvert.imports.types import Grid, Tool
 
 __all__ = ["TOOL", "detect", "open_source"]
 
-TOOL = "torch.ao"
+TOOL: Tool = "torch.ao"
 _RANGES = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1)}
 
 

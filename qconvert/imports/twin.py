@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,9 +12,12 @@ __all__ = ["TappedAct", "TappedConv", "TappedLinear"]
 
 
 class TappedConv(nn.Module):
-    """A float convolution (BatchNorm folded) with taps where the QAT module quantized."""
+    """A float convolution (BatchNorm folded) with taps where the QAT module quantized.
 
-    def __init__(self, m: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
+    ``m`` is the QAT convolution of torch.ao, Brevitas or ModelOpt: its stride, padding, dilation and groups are copied.
+    """
+
+    def __init__(self, m: Any, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
                  wtap: nn.Module | None, otap: nn.Module | None, itap: nn.Module | None = None) -> None:
         super().__init__()
         self.itap = itap or nn.Identity()

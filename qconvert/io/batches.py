@@ -91,7 +91,7 @@ class StreamedDataset(Dataset):
     """A ``Dataset`` over ``Batches``: batches re-cut to the size asked, never all held."""
 
     def __init__(self, source: Batches, input_names: tuple[str, ...]) -> None:
-        if iter(source.source) is source.source:  # type: ignore[comparison-overlap]
+        if iter(source.source) is source.source:
             raise DataError(f"{source.label}: an iterator or generator can be read only once; qconvert reads the data "
                             "several times: pass a DataLoader, a list of batches, or an iterable that starts over")
         self.path = Path(source.label)
@@ -111,7 +111,7 @@ class StreamedDataset(Dataset):
         return sum(len(self._convert(raw).inputs[0]) for raw in self._raw())
 
     @property
-    def labels(self) -> np.ndarray | None:  # type: ignore[override]
+    def labels(self) -> np.ndarray | None:
         """The first batch's labels: whether the data is labelled (the stream's labels are never all held)."""
         return self._first.labels
 
@@ -213,7 +213,7 @@ def _cut(pending: list[Batch], n: int) -> tuple[Batch, list[Batch], int]:
             rest.insert(0, Batch(tuple(a[need:] for a in b.inputs), None if b.labels is None else b.labels[need:]))
             need = 0
     joined = Batch(tuple(np.ascontiguousarray(np.concatenate([b.inputs[i] for b in take])) for i in range(len(take[0].inputs))),
-                   None if take[0].labels is None else np.concatenate([b.labels for b in take]))  # type: ignore[misc]
+                   None if take[0].labels is None else np.concatenate([b.labels for b in take]))
     return joined, rest, sum(len(b.inputs[0]) for b in rest)
 
 

@@ -196,7 +196,7 @@ def _user_data(path: Path, artifact: Artifact) -> tuple[Arrays, Arrays, np.ndarr
     return inputs, outputs, labels, str(path)
 
 
-def _run_in_chunks(run, artifact: Artifact, inputs: Arrays, n: int) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+def _run_in_chunks(run, artifact: Artifact, inputs: Arrays, n: int) -> list[np.ndarray]:
     parts: list[list[np.ndarray]] = []
     for start in range(0, n, _CHUNK):
         parts.append(run(artifact, {k: v[start : start + _CHUNK] for k, v in inputs.items()}))

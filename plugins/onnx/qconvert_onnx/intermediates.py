@@ -118,7 +118,7 @@ def _grids(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[float, i
 
 
 @lru_cache(maxsize=2)
-def _session(path: str, mtime: float, names: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _session(path: str, mtime: float, names: tuple[str, ...]):
     import onnxruntime as ort
 
     model = onnx.load(path)

@@ -23,7 +23,7 @@ FLOAT_COMPUTE_OPS = frozenset({
 })
 
 
-def _session(model: bytes | str, optimized_path: str | None = None):  # type: ignore[no-untyped-def]
+def _session(model: bytes | str, optimized_path: str | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -11,7 +11,7 @@ __all__ = ["run_onnx", "session"]
 
 
 @lru_cache(maxsize=8)
-def session(path: str, mtime: float):  # type: ignore[no-untyped-def]
+def session(path: str, mtime: float):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -32,7 +32,7 @@ def cudart() -> ModuleType:
     try:
         from cuda.bindings import runtime
     except ImportError:
-        from cuda import cudart as runtime  # type: ignore[no-redef]
+        from cuda import cudart as runtime
     return runtime
 
 

@@ -46,7 +46,7 @@ def litert_ready(graph: GraphModule) -> GraphModule:
             if q.dtype == torch.int32:
                 node.replace_all_uses_with(const)
                 continue
-            requant = gm.graph.call_function(_DEQUANT[node.target], (const, *node.args[1:]))  # type: ignore[index]
+            requant = gm.graph.call_function(_DEQUANT[node.target], (const, *node.args[1:]))
         node.replace_input_with(src, requant)
     gm.graph.eliminate_dead_code()
     gm.recompile()

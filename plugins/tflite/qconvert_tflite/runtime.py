@@ -27,7 +27,7 @@ def interpreter_class() -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found,no-redef]
+        from tflite_runtime.interpreter import Interpreter
     return Interpreter
 
 

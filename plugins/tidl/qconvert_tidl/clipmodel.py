@@ -96,7 +96,7 @@ def clip_model(qgraph: GraphModule) -> tuple[GraphModule, list[ClipRange]]:
 
 
 def _value(gm: GraphModule, a: object) -> object:
-    return attr_of(gm, a.target) if isinstance(a, Node) and a.op == "get_attr" else a  # type: ignore[arg-type]
+    return attr_of(gm, a.target) if isinstance(a, Node) and a.op == "get_attr" else a
 
 
 def _replace_constant_dequantize(gm: GraphModule, dq: Node) -> None:

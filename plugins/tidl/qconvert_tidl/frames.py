@@ -44,7 +44,7 @@ def _batches(qmodel: QuantizedModel) -> tuple[list[np.ndarray] | None, str]:
     return [qmodel.example_inputs[0].detach().numpy().astype(np.float32)], note
 
 
-def _iter(qmodel: QuantizedModel, fixed: list[np.ndarray] | None):  # type: ignore[no-untyped-def]
+def _iter(qmodel: QuantizedModel, fixed: list[np.ndarray] | None):
     if fixed is not None:
         yield from fixed
         return

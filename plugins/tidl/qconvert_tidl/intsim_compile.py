@@ -126,7 +126,7 @@ _OPS: dict[Any, Callable[..., Any]] = {
 def _arg(a: Any, gm: GraphModule) -> Any:
     if isinstance(a, Node):
         if a.op == "get_attr":
-            value = attr_of(gm, a.target)  # type: ignore[arg-type]
+            value = attr_of(gm, a.target)
             return value.detach().numpy().astype(np.int64) if not value.is_floating_point() else value.detach().double().numpy()
         return S.Ref(a.name)
     if isinstance(a, (list, tuple)):
