@@ -47,8 +47,12 @@ bench:
 zoo:
 	$(BIN)/python -m zoo $(ZOO_ARGS)
 
+# ruff, then mypy over the core and the plugin packages (pyproject [tool.mypy]), then each plugin's tests on their
+# own (every plugins/<name>/tests has its own conftest.py; MYPYPATH lets them import their helper modules).
 lint:
 	$(BIN)/ruff check qconvert plugins tests zoo
+	$(BIN)/mypy
+	@for t in plugins/*/tests; do echo "mypy $$t"; MYPYPATH=$$t $(BIN)/mypy $$t || exit 1; done
 
 clean:
 	rm -rf OUT .pytest_cache

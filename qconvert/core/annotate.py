@@ -23,7 +23,7 @@ from torchao.quantization.pt2e.quantizer import (
 )
 
 from qconvert.core.dynamic import annotate_dynamic
-from qconvert.core.graph import OpKind, is_float_tensor, module_of, op_kind
+from qconvert.core.graph import OpKind, arg_float, is_float_tensor, module_of, op_kind
 from qconvert.core.observer import QObserver
 from qconvert.core.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.core.plan import TensorQuant
@@ -117,7 +117,7 @@ class QConvertQuantizer(Quantizer):
 
     def _annotate_weighted(self, node: Node) -> None:
         x, w = node.args[0], node.args[1]
-        if not (is_float_tensor(x) and isinstance(w, Node)):
+        if not (isinstance(x, Node) and is_float_tensor(x) and isinstance(w, Node)):
             return
         module = module_of(node)
         acts, weights = self.policy.quantizes("activations"), self.policy.quantizes("weights")
@@ -150,8 +150,8 @@ class QConvertQuantizer(Quantizer):
     def _annotate_residual_add(self, node: Node) -> None:
         """Placement ``residual_add``: the add fuses into the conv/linear feeding it, so
         only its other input is quantized; an add with no such producer, and mul, stay float."""
-        args = list(node.args[:2])
-        if node.target not in _ADD or not all(is_float_tensor(a) and a.op != "get_attr" for a in args):
+        args = [a for a in node.args[:2] if isinstance(a, Node)]
+        if node.target not in _ADD or len(args) != 2 or not all(is_float_tensor(a) and a.op != "get_attr" for a in args):
             return
         fused = next((a for a in args if self._fuses_into(a, node)), None)
         others = [a for a in args if a is not fused]
@@ -163,7 +163,7 @@ class QConvertQuantizer(Quantizer):
         return op_kind(producer) == OpKind.WEIGHTED and list(producer.users) == [add] and not self.policy.excluded(module_of(producer))
 
 
-_BOUNDED_INPUTS = {torch.ops.aten.tanh.default: (-4.0, 4.0), torch.ops.aten.sigmoid.default: (-6.0, 6.0)}
+_BOUNDED_INPUTS: dict[object, tuple[float, float]] = {torch.ops.aten.tanh.default: (-4.0, 4.0), torch.ops.aten.sigmoid.default: (-6.0, 6.0)}
 
 
 def _is_depthwise(node: Node) -> bool:
@@ -178,9 +178,9 @@ def _is_depthwise(node: Node) -> bool:
 def _fixed_range(tensor: Node) -> tuple[float, float] | None:
     """ReLU6 (hardtanh) outputs have a range known without data."""
     if tensor.op == "call_function" and tensor.target in (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default):
-        lo = tensor.args[1] if len(tensor.args) > 1 else -1.0
-        hi = tensor.args[2] if len(tensor.args) > 2 else 1.0
-        return float(lo), float(hi)  # type: ignore[arg-type]
+        lo = arg_float(tensor, 1) if len(tensor.args) > 1 else -1.0
+        hi = arg_float(tensor, 2) if len(tensor.args) > 2 else 1.0
+        return lo, hi
     if tensor.op == "call_function" and tensor.target == torch.ops.aten.relu6.default:
         return 0.0, 6.0
     return None

@@ -60,7 +60,7 @@ def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) ->
     """
     names = forward_input_names(model, len(example_inputs))
     batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic = tuple({0: batch} for _ in example_inputs)
+    dynamic: tuple[dict[int, object], ...] = tuple({0: batch} for _ in example_inputs)
     was_training = model.training
     _set_mode(model, False)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["OpKind", "arg_int", "arg_node", "module_names_of_graph", "module_of", "op_kind"]
+__all__ = ["OpKind", "arg_float", "arg_int", "arg_node", "module_names_of_graph", "module_of", "op_kind"]
 
 aten = torch.ops.aten
 
@@ -96,9 +96,17 @@ def arg_node(node: Node, i: int) -> Node:
     return a
 
 
-def arg_int(node: Node, i: int, name: str, default: int) -> int:
-    """An integer argument of ``node`` (positional ``i`` or keyword ``name``), ``default`` where absent."""
+def arg_int(node: Node, i: int, name: str = "", default: int | None = None) -> int:
+    """An integer argument of ``node`` (positional ``i``, else keyword ``name``, else ``default``)."""
     a = node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
     if not isinstance(a, int):
-        raise TypeError(f"graph node '{node.name}': argument '{name}' is {type(a).__name__}, not an int")
+        raise TypeError(f"graph node '{node.name}': argument {name or i} is {type(a).__name__}, not an int")
     return a
+
+
+def arg_float(node: Node, i: int) -> float:
+    """A number argument of ``node`` (a scale, an epsilon) as a float."""
+    a = node.args[i]
+    if not isinstance(a, (int, float)):
+        raise TypeError(f"graph node '{node.name}': argument {i} is {type(a).__name__}, not a number")
+    return float(a)

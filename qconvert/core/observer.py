@@ -106,7 +106,7 @@ class QObserver(ObserverBase):
             self.ch_axis = spec.ch_axis if spec.ch_axis is not None else 0
         else:
             self.qscheme = torch.per_tensor_symmetric if sym else torch.per_tensor_affine
-            self.ch_axis = None
+            self.ch_axis = None  # type: ignore[assignment]  # torchao's observer base declares an int; per tensor has none
         self.running = RunningStats(spec.key, spec.module, calib.bins, calib.ema_decay, calib.hist_samples)
         self.loaded: TensorStats | None = None
         self.weight: torch.Tensor | None = None

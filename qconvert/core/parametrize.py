@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch.nn.utils import parametrize
@@ -26,7 +27,7 @@ def _legacy_hooks(module: torch.nn.Module) -> list[tuple[str, str]]:
     for hook in module._forward_pre_hooks.values():
         kind = type(hook).__name__
         if kind in ("WeightNorm", "SpectralNorm"):
-            found.append((kind, hook.name))
+            found.append((kind, cast(Any, hook).name))  # a torch WeightNorm/SpectralNorm object, typed as a plain callable
     return found
 
 
@@ -42,9 +43,10 @@ def _unparametrize(m: torch.nn.Module) -> None:
     class with the original, and that function edits the class, which would break the
     caller's model.
     """
-    values = {name: getattr(m, name).detach().clone() for name in m.parametrizations}  # type: ignore[union-attr]
+    parametrizations = cast(torch.nn.ModuleDict, m.parametrizations)  # added by torch.nn.utils.parametrize
+    values = {name: getattr(m, name).detach().clone() for name in parametrizations}
     # ``original`` (or ``original0``, ``original1`` ...) is a Parameter exactly when the weight was one
-    was_param = {name: bool(p._parameters) for name, p in m.parametrizations.items()}  # type: ignore[union-attr]
+    was_param = {name: bool(p._parameters) for name, p in parametrizations.items()}
     del m._modules["parametrizations"]
     m.__class__ = type(m).__bases__[0]
     for name, value in values.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,8 @@ class StatsSet:
             "raw": {k: _raw(s) for k, s in sorted(self.tensors.items())},
         }
         (directory / "stats.json").write_text(json.dumps(meta, indent=1) + "\n")
-        np.savez_compressed(directory / "histograms.npz", **{k: s.hist for k, s in self.tensors.items()})
+        hists: dict[str, Any] = {k: s.hist for k, s in self.tensors.items()}  # numpy's stub reads ** as its own keywords
+        np.savez_compressed(directory / "histograms.npz", **hists)
 
     @classmethod
     def load(cls, directory: Path) -> StatsSet:

@@ -59,9 +59,9 @@ class Dataset:
         out = []
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if pp.channel_order == "gray" else "RGB").resize((pp.size[1], pp.size[0]))
-                    a = np.asarray(im, dtype=np.float32)
+                with Image.open(f) as opened:
+                    im = opened.convert("L" if pp.channel_order == "gray" else "RGB").resize((pp.size[1], pp.size[0]))
+                    a: np.ndarray = np.asarray(im, dtype=np.float32)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise DataError(f"{f}: cannot read image ({first_line(e)}); remove or replace the file") from e
             a = a[:, :, None] if a.ndim == 2 else a
@@ -140,10 +140,10 @@ def _open_npz(path: Path, input_names: tuple[str, ...], preprocess: Preprocess |
     labels = next((z[k] for k in LABEL_KEYS if k in keys), None)
     if labels is not None and labels.ndim == 0:
         raise DataError(f"{path}: the labels are a single value; store one label per sample")
-    n = next(iter(sizes.values()))
-    if labels is not None and len(labels) != n:
-        raise DataError(f"{path}: {len(labels)} labels for {n} samples")
-    if n == 0:
+    samples = next(iter(sizes.values()))
+    if labels is not None and len(labels) != samples:
+        raise DataError(f"{path}: {len(labels)} labels for {samples} samples")
+    if samples == 0:
         raise DataError(f"{path}: contains no samples")
     return Dataset(path, arrays, None, labels, preprocess, input_names)
 

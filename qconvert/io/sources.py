@@ -37,6 +37,7 @@ def open_model(source: ModelSource, weights: Path | None = None) -> torch.nn.Mod
     """The model to quantize, in eval mode: loaded from a reference, or a copy of one in memory."""
     if isinstance(source, (str, Path)):
         return load_model(str(source), str(weights) if weights else None)
+    model: torch.nn.Module
     if isinstance(source, torch.export.ExportedProgram):
         model = source.module()
     elif isinstance(source, torch.nn.Module):

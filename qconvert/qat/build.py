@@ -23,8 +23,8 @@ from qconvert.core.capture import Captured
 from qconvert.core.stats import StatsSet, TensorStats
 from qconvert.errors import BadInputError, RecipeError
 from qconvert.imports.types import ImportedQuant
+from qconvert.io.sources import DataSource, RecipeSource, open_recipe
 from qconvert.qat.checkpoint import QATCheckpoint, read
-from qconvert.recipe.load import load_recipe
 from qconvert.recipe.model import Recipe
 
 __all__ = ["TRAINED_FIELDS", "CheckpointBuild", "LearnedRanges", "open_for_build", "range_stats"]
@@ -58,11 +58,11 @@ class CheckpointBuild:
     learned: LearnedRanges
 
 
-def open_for_build(model_ref: str, recipe_path: Path | None, *, weights: Path | None = None, calib_data: Path | None = None,
-                   stats: Path | None = None) -> CheckpointBuild:
+def open_for_build(model_ref: str, recipe_path: RecipeSource | None, *, weights: Path | None = None,
+                   calib_data: DataSource | None = None, stats: Path | None = None) -> CheckpointBuild:
     """Read a checkpoint for ``qconvert build``; refuse options that would contradict it.
 
-    ``recipe_path`` is optional: the checkpoint holds its recipe. One given must agree with it
+    ``recipe_path`` is optional (a file, or a ``Recipe``/dict from the Python API): the checkpoint holds its recipe. One given must agree with it
     on ``TRAINED_FIELDS``; its other fields (targets, gates, ...) are used.
     """
     for given, what in ((weights, "--weights"), (calib_data, "--calib-data"), (stats, "--stats")):
@@ -73,10 +73,10 @@ def open_for_build(model_ref: str, recipe_path: Path | None, *, weights: Path | 
     return CheckpointBuild(_build_recipe(recipe), source, ck.reference, ck.captured(), _learned(ck, recipe))
 
 
-def _recipe(ck: QATCheckpoint, recipe_path: Path | None) -> tuple[Recipe, Path]:
-    if recipe_path is None:
+def _recipe(ck: QATCheckpoint, recipe_source: RecipeSource | None) -> tuple[Recipe, Path]:
+    if recipe_source is None:
         return ck.recipe, ck.path
-    given = load_recipe(recipe_path)
+    given, recipe_path = open_recipe(recipe_source)
     differ = [f for f in TRAINED_FIELDS if getattr(given, f) != getattr(ck.recipe, f)]
     if differ:
         raise RecipeError(

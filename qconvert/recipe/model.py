@@ -7,7 +7,7 @@ editors and reviewers read.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,7 +27,7 @@ __all__ = [
     "Requantize",
 ]
 
-RECIPE_VERSION = 1
+RECIPE_VERSION: Final = 1
 
 Mode = Literal["sym", "asym_u", "asym_s"]
 Granularity = Literal["per_tensor", "per_channel"]

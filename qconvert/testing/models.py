@@ -71,6 +71,7 @@ class TinyModel:
             model = self.factory()
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None  # track_running_stats is on
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ class EffectiveSchemes:
     weights: str
 
 
-def _describe(labels: list[str]) -> str:
+def _describe(labels: Sequence[str]) -> str:
     if not labels:
         return "none quantized"
     counts = Counter(labels).most_common()

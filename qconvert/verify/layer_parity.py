@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.fx import GraphModule, Interpreter, Node
 
+from qconvert.core.graph import arg_float, arg_int
 from qconvert.core.quantize import QuantizedModel
 from qconvert.io.data import Dataset
 from qconvert.targets.base import Artifact, Target
@@ -166,7 +167,7 @@ class _FedByRuntime(Interpreter):
         rt = self.runtime.get(n.name)
         if rt is None:
             return out
-        scale, zp, qmin, qmax = float(n.args[1]), int(n.args[2]), int(n.args[3]), int(n.args[4])
+        scale, zp, qmin, qmax = arg_float(n, 1), arg_int(n, 2), arg_int(n, 3), arg_int(n, 4)
         acc = self.acc[n.name]
         values = torch.from_numpy(np.ascontiguousarray(rt.values))
         if tuple(values.shape) != tuple(out.shape):
@@ -233,7 +234,7 @@ def _outputs_covered(gm: GraphModule, compared: set[str]) -> bool:
 
 def _row(qmodel: QuantizedModel, n: Node, acc: _Acc, runtime_name: str | None, missing: bool, tolerance: float) -> LayerParity:
     src = n.args[0]
-    common = {"node": n.name, "tensor": src.name if isinstance(src, Node) else "?", "op": _op_of(n), "module": _module_of(qmodel, n)}
+    common: dict[str, Any] = {"node": n.name, "tensor": src.name if isinstance(src, Node) else "?", "op": _op_of(n), "module": _module_of(qmodel, n)}
     if missing:
         return LayerParity(**common, runtime_tensor=None, status="missing")
     if runtime_name is None:

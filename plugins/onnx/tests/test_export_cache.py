@@ -44,8 +44,10 @@ def test_equal_graphs_share_one_export_and_changes_do_not() -> None:
     assert len(c.graph.node) == len(a.graph.node)
 
     changed = copy.deepcopy(model)
+    conv = changed[0]
+    assert isinstance(conv, nn.Conv2d)
     with torch.no_grad():
-        changed[0].weight[0, 0, 0, 0] += 1.0
+        conv.weight[0, 0, 0, 0] += 1.0
     misses = export_cache.stats()["misses"]
     dynamo_export(_qgraph(changed, x, recipe), (x[:2],), ("x",), ["y"])  # another weight
     dynamo_export(_qgraph(model, x, Recipe(activations={"bits": 8, "mode": "sym"})), (x[:2],), ("x",), ["y"])  # another grid

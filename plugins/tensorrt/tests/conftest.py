@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from qconvert_onnx.export import export_onnx_model
 from torch import nn
-from trt_patterns import PATTERNS, Quantized, quantize_for_tensorrt  # type: ignore[import-not-found]
+from trt_patterns import PATTERNS, Quantized, quantize_for_tensorrt
 
 from qconvert.cli import main
 from qconvert.testing import digits_build_args
@@ -23,6 +23,7 @@ def patterns() -> dict[str, Quantized]:
         model = cls().eval()
         for m in model.modules():  # non-trivial BatchNorm statistics, so folding matters
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
         x = torch.randn(64, *shape, generator=torch.Generator().manual_seed(1))

@@ -125,15 +125,17 @@ def test_rule3_downsample_branch_quantized_main_branch_fused(patterns: dict) -> 
     assert shortcut is not None
     conv_fused, conv_short = g.producer[fused], g.producer[shortcut]
     assert conv_fused.op_type == conv_short.op_type == "Conv"
-    assert g.int8_weight(conv_short.input[1]).shape[2:] == (1, 1)  # the 1x1 downsample conv
-    assert g.int8_weight(conv_fused.input[1]).shape[2:] == (3, 3)  # conv2 of the main branch
+    short_w, fused_w = g.int8_weight(conv_short.input[1]), g.int8_weight(conv_fused.input[1])
+    assert short_w is not None and short_w.shape[2:] == (1, 1)  # the 1x1 downsample conv
+    assert fused_w is not None and fused_w.shape[2:] == (3, 3)  # conv2 of the main branch
 
 
 def test_rule3_inverted_residual(patterns: dict) -> None:
     g = _g(patterns, "mobilenetv2")
     (add,) = g.op("Add")
     project = g.producer[next(i for i in add.input if not g.from_dq(i))]
-    assert project.op_type == "Conv" and g.int8_weight(project.input[1]).shape == (8, 32, 1, 1)
+    w = g.int8_weight(project.input[1])
+    assert project.op_type == "Conv" and w is not None and w.shape == (8, 32, 1, 1)
     assert g.quantized_activation(next(i for i in add.input if g.from_dq(i))) == "x"
     # relu6 outputs feed the next conv through Q/DQ; the depthwise weights are per-channel (32 scales on axis 0)
     dw = next(n for n in g.op("Conv") if next((a.i for a in n.attribute if a.name == "group"), 1) == 32)

@@ -16,7 +16,7 @@ import torch
 from qconvert_tensorrt import TensorRTTarget
 from qconvert_tensorrt.engine import engine_support
 from qconvert_tensorrt.options import TensorRTOptions
-from trt_patterns import ResidualBlock, quantize_for_tensorrt  # type: ignore[import-not-found]
+from trt_patterns import ResidualBlock, quantize_for_tensorrt
 
 from qconvert.errors import ConstraintError, RecipeError, TargetUnavailableError
 from qconvert.io.model import load_model

@@ -11,7 +11,7 @@ from qconvert.core.stats import StatsSet
 from qconvert.session import Session, prepare_session
 
 
-def _target():  # type: ignore[no-untyped-def]
+def _target():
     from qconvert_tflite import TFLiteTarget
 
     target = TFLiteTarget()

@@ -19,7 +19,7 @@ from qconvert.verify.manifest import read_artifact
 pytestmark = pytest.mark.slow  # two litert-torch conversions of a 12-block network (~1 min on 2 cores)
 
 
-def _tflite_target():  # type: ignore[no-untyped-def]
+def _tflite_target():
     target = TargetRegistry().get("tflite")
     av = target.available()
     if not av.ok:

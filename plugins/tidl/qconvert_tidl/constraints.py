@@ -41,9 +41,9 @@ def check_bits(recipe: Recipe) -> None:
     Raises:
         ConstraintError: a scheme of the recipe uses another bit width.
     """
-    schemes = [("weights", recipe.weights), ("activations", recipe.activations)]
-    for i, o in enumerate(recipe.overrides):
-        schemes += [(f"overrides[{i}].weights", o.weights), (f"overrides[{i}].activations", o.activations)]
+    overrides = [(f"overrides[{i}].{k}", s) for i, o in enumerate(recipe.overrides) for k, s in (("weights", o.weights),
+                                                                                                  ("activations", o.activations))]
+    schemes = [("weights", recipe.weights), ("activations", recipe.activations), *overrides]
     for where, scheme in schemes:
         if scheme is not None and scheme.bits not in TIDL_BITS:
             raise ConstraintError(

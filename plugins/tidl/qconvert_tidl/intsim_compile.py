@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.ao.quantization.fx._decomposed
+import torch.ao.quantization.fx._decomposed  # registers the quantize/dequantize ops of the graph
 from torch.fx import GraphModule, Node
 
 from qconvert.targets import attr_of

@@ -232,7 +232,7 @@ def _first(out: Any) -> torch.Tensor:
 
 def _wide_biases(qmodel: QuantizedModel) -> tuple[str, ...]:
     """Layers whose int32 bias does not fit the 16 bits TIDL gives biases in 8-bit mode."""
-    wide = []
+    wide: list[str] = []
     gm = qmodel.graph
     for n in gm.graph.nodes:
         if n.op == "get_attr":

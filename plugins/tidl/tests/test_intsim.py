@@ -45,11 +45,12 @@ class Net(nn.Module):
         return self.fc(torch.flatten(self.avg(y), 1))
 
 
-def _qmodel(per_channel_dw: bool, bits: int = 8):  # type: ignore[no-untyped-def]
+def _qmodel(per_channel_dw: bool, bits: int = 8):
     torch.manual_seed(0)
     net = Net().eval()
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
     x = torch.randn(64, 2, 6, 6)

@@ -47,7 +47,7 @@ class Clean(nn.Module):
         return self.head(self.body(x))
 
 
-def _lint(model: nn.Module):  # type: ignore[no-untyped-def]
+def _lint(model: nn.Module):
     model.eval()
     return lint_model(model, capture(model, (torch.randn(2, 1, 8, 8),)))
 
@@ -73,10 +73,12 @@ def test_conv_without_batchnorm_flagged_except_the_last() -> None:
 def test_wide_weight_range_after_batchnorm_folding() -> None:
     torch.manual_seed(0)
     model = Clean()
+    conv, bn = model.body[0], model.body[1]
+    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
     with torch.no_grad():
-        model.body[0].weight.uniform_(-0.1, 0.1)
-        model.body[1].weight.fill_(1.0)
-        model.body[1].weight[2] = 100.0  # BN scale blows one output channel up after folding
+        conv.weight.uniform_(-0.1, 0.1)
+        bn.weight.fill_(1.0)
+        bn.weight[2] = 100.0  # BN scale blows one output channel up after folding
     findings = _lint(model)
     assert [(f.rule, f.module) for f in findings] == [("wide_weight_range", "body.0")]
 
