@@ -46,6 +46,7 @@ from qconvert.targets.base import Artifact, Target, TargetOptions
 from qconvert.targets.plan import plan_for
 from qconvert.targets.registry import TargetRegistry
 from qconvert.testing.models import TINY_MODELS, TinyModel
+from qconvert.verify.manifest import read_artifact, read_manifest
 
 __all__ = ["KIT_RECIPE", "PINNED", "Conformance", "Pinned"]
 
@@ -315,42 +316,40 @@ class Conformance:
     # -- a build: manifest and verify -----------------------------------------------------------------------------
 
     def test_manifest_is_complete(self, build_dir: Path, runnable_target: Target, pinned: Pinned) -> None:
-        """What ``qconvert verify`` and a reader of the folder rely on, and that it agrees with the files."""
-        m = json.loads((build_dir / "manifest.json").read_text())
-        required = {"qconvert_version", "torch_version", "target", "runtime", "recipe", "recipe_hash", "target_options",
-                    "artifact", "tolerance", "model_outputs", "quantization"}
-        assert required <= m.keys(), f"manifest lacks {sorted(required - m.keys())}"
-        assert m["target"] == self.target_name and m["runtime"]
-        assert runnable_target.parse_options(m["target_options"]) == runnable_target.Options()
-        assert recipe_hash(Recipe.model_validate(m["recipe"])) == m["recipe_hash"]
-        artifact = Artifact.from_manifest(build_dir)
+        """manifest.json reads as the typed ``Manifest`` (every field present, nothing unknown), and what it says
+        agrees with the files and with what was built: what ``qconvert verify`` and a reader of the folder rely on."""
+        m = read_manifest(build_dir)
+        assert m.target == self.target_name and m.runtime
+        assert runnable_target.parse_options(m.target_options) == runnable_target.Options()
+        assert recipe_hash(Recipe.model_validate(m.recipe)) == m.recipe_hash
+        artifact = m.artifact.artifact(build_dir)
         assert artifact.path.is_file() and artifact.target == self.target_name
-        assert len(m["model_outputs"]) == len(artifact.output_names) == 2, (m["model_outputs"], artifact.output_names)
-        tol = m["tolerance"]
-        assert 0 < tol["max_lsb"] <= pinned.tolerance_lsb
-        assert len(tol["output_steps"]) == 2 and all(s is not None and s > 0 for s in tol["output_steps"])
-        weights = [q for q in m["quantization"] if q["role"] == "weight"]
-        assert len(weights) == 3, "one weight entry per linear layer"
+        assert len(m.model_outputs) == len(artifact.output_names) == 2, (m.model_outputs, artifact.output_names)
+        assert 0 < m.tolerance.max_lsb <= pinned.tolerance_lsb
+        assert len(m.tolerance.output_steps) == 2 and all(s is not None and s > 0 for s in m.tolerance.output_steps)
+        assert len([q for q in m.quantization if q.role == "weight"]) == 3, "one weight entry per linear layer"
         if artifact.runnable:
             for name in artifact.input_names:
                 assert (build_dir / "golden" / f"input_{name}.npy").is_file()
             for name in artifact.output_names:
                 assert (build_dir / "golden" / f"output_{name}.npy").is_file()
-            assert m["parity"]["vs_simulation"]["max_lsb_error"] <= pinned.tolerance_lsb + 1e-4
+            worst = m.parity.vs_simulation.max_lsb_error if m.parity.vs_simulation is not None else None
+            assert worst is not None and worst <= pinned.tolerance_lsb + 1e-4, worst
 
     def test_verify_without_torch(self, build_dir: Path, runnable_target: Target, pinned: Pinned, tmp_path: Path) -> None:
         """``qconvert verify`` passes the build's folder without torch, and fails it once a golden output moves."""
         if pinned.runtime_is_torch:
             pytest.skip(pinned.runtime_is_torch)
-        if not Artifact.from_manifest(build_dir).runnable:
+        if not read_artifact(build_dir).runnable:
             pytest.skip(f"{self.target_name}: the artifact cannot run here, so the build wrote no golden files")
         ok = _verify_without_torch(build_dir)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert ok.stdout.splitlines()[0].endswith(": PASS")
         moved = tmp_path / self.target_name
         shutil.copytree(build_dir, moved)
-        golden = moved / "golden" / f"output_{Artifact.from_manifest(moved).output_names[1]}.npy"
-        step = json.loads((moved / "manifest.json").read_text())["tolerance"]["output_steps"][1]
+        golden = moved / "golden" / f"output_{read_artifact(moved).output_names[1]}.npy"
+        step = read_manifest(moved).tolerance.output_steps[1]
+        assert step is not None
         np.save(golden, np.load(golden) + np.float32(3 * pinned.tolerance_lsb * step))
         bad = _verify_without_torch(moved)
         assert bad.returncode == 3, bad.stdout + bad.stderr

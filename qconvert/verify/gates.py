@@ -14,7 +14,7 @@ from typing import Literal
 from qconvert.errors import DataError
 from qconvert.recipe.model import Gates, Recipe
 from qconvert.verify.numbers import nan_to_none
-from qconvert.verify.report_schema import AccumulatorsEntry, GateCheckEntry, Report, TargetEntry
+from qconvert.verify.report_schema import AccumulatorsEntry, Comparison, GateCheckEntry, Report, TargetEntry
 
 __all__ = ["E2E_STEPS_PER_SQRT_DEPTH", "E2E_UNEXPOSED_STEPS_PER_SQRT_DEPTH", "METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "accumulator_checks", "check_gates",
            "end_to_end_bound", "evaluate", "gate_checks", "gates_for", "require_measurable"]
@@ -170,7 +170,8 @@ def gate_checks(recipe: Recipe, targets: Mapping[str, TargetEntry], float_accura
         checks += accumulator_checks(name, t.accumulators)
         if not t.executed or t.vs_simulation is None or t.vs_float is None:
             continue
-        outputs = [(o.name, o.vs_simulation, o.vs_float) for o in t.outputs or ()] or [(None, t.vs_simulation, t.vs_float)]
+        outputs: list[tuple[str | None, Comparison, Comparison]] = \
+            [(o.name, o.vs_simulation, o.vs_float) for o in t.outputs or ()] or [(None, t.vs_simulation, t.vs_float)]
         device = t.device  # a device that cannot run here, predicted (TIDL): its figures are what ships
         run_here = f"artifact in {t.executed_in or t.runtime}"
         for i, (oname, sim, flt) in enumerate(outputs):
