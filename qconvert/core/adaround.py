@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.fx import GraphModule, Node
 
 from qconvert.core.bias_correction import Batches, folded_reference
-from qconvert.core.graph import OpKind, attr_of, op_kind
+from qconvert.core.graph import OpKind, arg_int, arg_node, attr_of, op_kind
 from qconvert.core.walk import Chunks, walk
 
 __all__ = ["RoundedLayer", "learn_rounding"]
@@ -40,8 +40,8 @@ _ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound, eq. 23)
 _ACTS: dict[Any, Callable[[torch.Tensor, Node], torch.Tensor]] = {
     torch.ops.aten.relu.default: lambda t, n: F.relu(t),
     torch.ops.aten.relu_.default: lambda t, n: F.relu(t),
-    torch.ops.aten.hardtanh.default: lambda t, n: F.hardtanh(t, *(float(a) for a in n.args[1:3])),  # type: ignore[arg-type]
-    torch.ops.aten.hardtanh_.default: lambda t, n: F.hardtanh(t, *(float(a) for a in n.args[1:3])),  # type: ignore[arg-type]
+    torch.ops.aten.hardtanh.default: lambda t, n: F.hardtanh(t, *(float(a) for a in n.args[1:3])),  # type: ignore[arg-type]  # hardtanh's bounds: numbers
+    torch.ops.aten.hardtanh_.default: lambda t, n: F.hardtanh(t, *(float(a) for a in n.args[1:3])),  # type: ignore[arg-type]  # hardtanh's bounds: numbers
     torch.ops.aten.relu6.default: lambda t, n: F.hardtanh(t, 0.0, 6.0),
 }
 
@@ -80,7 +80,7 @@ def _const(gm: GraphModule, node: Any) -> Any:
         raise ValueError(f"{node.name} is not a constant")
     args = [_const(gm, a) for a in node.args]
     kwargs = {k: _const(gm, v) for k, v in node.kwargs.items()}
-    return node.target(*args, **kwargs)  # type: ignore[operator]
+    return node.target(*args, **kwargs)  # type: ignore[operator]  # fx types a call_function target as str too
 
 
 def _qweight(gm: GraphModule, node: Node) -> _QWeight | None:
@@ -96,11 +96,11 @@ def _qweight(gm: GraphModule, node: Node) -> _QWeight | None:
     scale, zp = (torch.as_tensor(_const(gm, a)).double() for a in w.args[1:3])
     if w.target == _DQ_PER_CHANNEL:
         shape = [1] * q.dim()
-        shape[int(w.args[3])] = -1  # type: ignore[call-overload]
+        shape[arg_int(w, 3)] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
-        qmin, qmax = int(w.args[4]), int(w.args[5])  # type: ignore[call-overload]
+        qmin, qmax = arg_int(w, 4), arg_int(w, 5)
     else:
-        qmin, qmax = int(w.args[3]), int(w.args[4])  # type: ignore[call-overload]
+        qmin, qmax = arg_int(w, 3), arg_int(w, 4)
     return _QWeight(str(src.target), scale, zp, qmin, qmax)
 
 
@@ -129,7 +129,7 @@ class _Layer:
         self.floor = torch.floor(self.w / qw.scale + qw.zero_point)
 
     def run(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        fn: Callable[..., torch.Tensor] = self.node.target  # type: ignore[assignment]
+        fn: Callable[..., torch.Tensor] = self.node.target  # type: ignore[assignment]  # fx types a call_function target as str too
         return fn(x, weight.to(x.dtype), self.bias, *self.rest, **self.kwargs)
 
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
@@ -187,7 +187,7 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
     inputs = _sample(batches, samples)
     feeds: dict[str, list[Node]] = {}
     for n in layers:
-        feeds.setdefault(n.args[0].name, []).append(n)  # type: ignore[union-attr]
+        feeds.setdefault(n.args[0].name, []).append(n)
     stash: dict[str, torch.Tensor] = {}
     done: list[RoundedLayer] = []
     generator = torch.Generator().manual_seed(seed)
@@ -196,7 +196,7 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
         if node.name in feeds:
             stash[node.name] = torch.cat(list(value))
         if node in layers:
-            x = stash[node.args[0].name]  # type: ignore[union-attr]
+            x = stash[arg_node(node, 0).name]
             qw = _qweight(qgm, node)
             assert qw is not None
             layer = _Layer(qgm, node, float_weights[node.name], qw)
@@ -211,8 +211,8 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
             owner, _, leaf = qw.attr.rpartition(".")
             setattr(qgm.get_submodule(owner) if owner else qgm, leaf, learned.to(current.dtype))
             done.append(RoundedLayer(node.name, learned.numel(), float((learned != nearest).double().mean()), before, after))
-            if all(other in [d.layer for d in done] or other is node for other in feeds[node.args[0].name]):  # type: ignore[union-attr]
-                stash.pop(node.args[0].name, None)  # type: ignore[union-attr]
+            if all(other in [d.layer for d in done] or other is node for other in feeds[arg_node(node, 0).name]):
+                stash.pop(arg_node(node, 0).name, None)
             with torch.no_grad():
                 return Chunks(layer.run(t, layer.dequantize(learned)) for t in _chunks_of(x, value))
         return value
