@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from qconvert.core.quantize import QuantizedModel
 from qconvert.recipe.model import Recipe
+from qconvert.sensitivity.onward import score_onward, windows
 from qconvert.sensitivity.simulate import Evaluator, SimScore
-from qconvert.sensitivity.variants import Layer, kept, only_quantized
+from qconvert.sensitivity.variants import ROOT_OPS, Layer, kept, only_quantized
 
 __all__ = ["LayerSensitivity", "Metric", "Sensitivity", "rank_layers"]
 
@@ -79,18 +80,33 @@ class Sensitivity:
 
 def rank_layers(recipe: Recipe, layers: tuple[Layer, ...], quantize: Quantizer, evaluator: Evaluator,
                 metric: Metric = "sqnr", keep: str = "float", progress: Callable[[int], object] = lambda _: None,
-                keep_weight_bits: int = 16) -> Sensitivity:
+                keep_weight_bits: int = 16, onward: bool = True) -> Sensitivity:
     """Score the full quantization and two variants per layer (``progress`` gets the count done).
+
+    ``onward``: score each variant from the layer it changes onward (same figures, less work); False runs every
+    variant from the input.
 
     ``quantize`` turns a recipe into a Q/DQ model from statistics already collected.
     """
-    full = evaluator.score(quantize(recipe).graph)
-    scored = []
-    for i, layer in enumerate(layers):
-        only = evaluator.score(quantize(only_quantized(recipe, layer.name, layers)).graph)
-        all_but = evaluator.score(quantize(kept(recipe, (layer.name,), keep, keep_weight_bits)).graph)
-        scored.append(LayerSensitivity(layer, only, all_but))
-        progress(i + 1)
+    full_graph = quantize(recipe).graph
+    full = evaluator.score(full_graph)
+    scored: list[LayerSensitivity] = []
+    if not onward:
+        for i, layer in enumerate(layers):
+            only = evaluator.score(quantize(only_quantized(recipe, layer.name, layers)).graph)
+            all_but = evaluator.score(quantize(kept(recipe, (layer.name,), keep, keep_weight_bits)).graph)
+            scored.append(LayerSensitivity(layer, only, all_but))
+            progress(i + 1)
+        return Sensitivity(metric, keep, evaluator.samples, evaluator.float_accuracy, full, tuple(scored))
+    # Each variant from the layer it changes onward (qconvert.sensitivity.onward): "only this layer" departs from
+    # the graph with every candidate in float at that layer, "all but this layer" from the full quantization.
+    unquantized = quantize(recipe.model_copy(update={"exclude": (*recipe.exclude, *(la.name for la in layers), ROOT_OPS)})).graph
+    for group in windows(layers):
+        only = score_onward(evaluator, unquantized, [quantize(only_quantized(recipe, la.name, layers)).graph for la in group])
+        all_but = score_onward(evaluator, full_graph, [quantize(kept(recipe, (la.name,), keep, keep_weight_bits)).graph for la in group])
+        for layer, o, a in zip(group, only, all_but, strict=True):
+            scored.append(LayerSensitivity(layer, o, a))
+            progress(len(scored))
     return Sensitivity(metric, keep, evaluator.samples, evaluator.float_accuracy, full, tuple(scored))
 
 

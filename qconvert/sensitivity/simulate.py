@@ -65,12 +65,13 @@ class Evaluator:
     @torch.no_grad()
     def score(self, graph: torch.nn.Module) -> SimScore:
         """Accuracy, SQNR and agreement of ``graph`` (a Q/DQ simulation) against float."""
+        return self.score_outputs([flatten(graph(*b.inputs))[0].numpy() for b in self.batches])
+
+    def score_outputs(self, outputs: list[np.ndarray]) -> SimScore:
+        """The score of a variant's first output on each batch (``qconvert.sensitivity.onward`` computes them)."""
         compare = CompareAccumulator()
-        outputs = []
-        for b in self.batches:
-            out = flatten(graph(*b.inputs))[0].numpy()
+        for b, out in zip(self.batches, outputs, strict=True):
             compare.update(b.reference, out)
-            outputs.append(out)
         c = compare.result()
         return SimScore(self._accuracy(outputs), c.sqnr_db, c.top1_agreement)
 
