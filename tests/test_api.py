@@ -64,7 +64,8 @@ def _api_and_cli(trained: tuple[TinyNet, Path], tmp: Path, targets: list[str]) -
     # Loader batches (50, 30) differ from the recipe's batch size (64): the figures must not depend on them.
     result = qconvert.build(model, DIGITS / "recipe.yaml", calib_data=_loader(DIGITS / "calib.npz", 50),
                             eval_data=_loader(DIGITS / "eval.npz", 30), targets=targets, out=tmp / "API", latency=False)
-    cli = CliRunner().invoke(main, ["build", "--model", f"{__file__}:TinyNet", "--weights", str(weights), "--recipe", str(DIGITS / "recipe.yaml"),
+    cli = CliRunner().invoke(main, ["build", "--model", f"{__file__}:TinyNet", "--weights", str(weights),
+                                    "--recipe", str(DIGITS / "recipe.yaml"),
                                     "--calib-data", str(DIGITS / "calib.npz"), "--eval-data", str(DIGITS / "eval.npz"),
                                     *(a for t in targets for a in ("--target", t)), "--out", str(tmp / "CLI"), "--no-latency"])
     assert cli.exit_code == 0, cli.output
@@ -235,7 +236,8 @@ def test_the_quickstart_sample_builds_and_verifies_onnx_and_tflite(tmp_path: Pat
                        capture_output=True, text=True, timeout=900, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "gates: passed" in r.stdout
-    assert r.stdout.count(": PASS") == 2 and (tmp_path / "OUT" / "onnx" / "model.onnx").is_file() and (tmp_path / "OUT" / "tflite" / "model.tflite").is_file()
+    out = tmp_path / "OUT"
+    assert r.stdout.count(": PASS") == 2 and (out / "onnx" / "model.onnx").is_file() and (out / "tflite" / "model.tflite").is_file()
 
 
 def test_sensitivity_from_python_with_a_dataloader(trained: tuple[TinyNet, Path]) -> None:

@@ -53,9 +53,11 @@ CASES = {
     "weights corrupt": (lambda d, t: {"weights": _write(t / "w.pt", "garbage")}, "not a loadable state dict"),
     "weights of another model": (lambda d, t: {"weights": _other_weights(t)}, "weights do not fit the model"),
     "recipe missing": (lambda d, t: {"recipe": str(t / "r.yaml")}, "recipe file not found"),
-    "recipe unknown key": (lambda d, t: {"recipe": _case_recipe(t, "version: 1\ncalibraton: {}\n")}, "recipe.yaml:2: calibraton: unknown key"),
+    "recipe unknown key": (lambda d, t: {"recipe": _case_recipe(t, "version: 1\ncalibraton: {}\n")},
+                           "recipe.yaml:2: calibraton: unknown key"),
     "recipe malformed yaml": (lambda d, t: {"recipe": _case_recipe(t, "version: 1\nweights: {bits: 8\n")}, "not valid YAML"),
-    "unknown layer name": (lambda d, t: {"recipe": _case_recipe(t, "version: 1\nexclude: [stem.O]\n")}, "'stem.O' matches no layer of the model (did you mean: stem."),
+    "unknown layer name": (lambda d, t: {"recipe": _case_recipe(t, "version: 1\nexclude: [stem.O]\n")},
+                           "'stem.O' matches no layer of the model (did you mean: stem."),
     "calib data missing": (lambda d, t: {"calib_data": str(t / "c.npz")}, "data not found"),
     "data shape does not fit the model": (
         lambda d, t: {"calib_data": _npz(t / "c.npz", (4, 3, 16, 16)), "recipe": _case_recipe(t, "version: 1\n")},
@@ -64,9 +66,11 @@ CASES = {
     "data shape differs from recipe input_shape": (
         lambda d, t: {"calib_data": _npz(t / "c.npz", (4, 3, 16, 16))}, "samples have shape (3, 16, 16) but the input shape is (1, 16, 16)"
     ),
-    "input shape disagrees with data": (lambda d, t: {"input_shape": "1,1,32,32"}, "samples have shape (1, 16, 16) but the input shape is (1, 32, 32)"),
+    "input shape disagrees with data": (lambda d, t: {"input_shape": "1,1,32,32"},
+                                        "samples have shape (1, 16, 16) but the input shape is (1, 32, 32)"),
     "npz without x": (lambda d, t: {"calib_data": _npz(t / "c.npz", (4, 1, 16, 16), key="images")}, "no array for model input(s) ['x']"),
-    "uncapturable model": (lambda d, t: {"model": _write(t / "m.py", UNCAPTURABLE) + ":build", "weights": ""}, "torch.export cannot capture the model"),
+    "uncapturable model": (lambda d, t: {"model": _write(t / "m.py", UNCAPTURABLE) + ":build", "weights": ""},
+                           "torch.export cannot capture the model"),
     "unknown target": (lambda d, t: {"target": "onxx"}, "unknown target 'onxx' (did you mean: onnx?)"),
     "stats of another model": (lambda d, t: {"stats": _foreign_stats(t)}, "statistics were collected on another model"),
     "saved program with a fixed batch": (

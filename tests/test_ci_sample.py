@@ -99,7 +99,8 @@ def test_build_step_runs_in_a_scratch_model_repo(tmp_path: Path) -> None:
 def test_workflow_installs_qconvert_as_packages_into_a_fresh_venv(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     for project in (ROOT, ROOT / "plugins" / "onnx"):
-        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(project)],
+        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+                            str(project)],
                            capture_output=True, text=True, check=False, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
     venv = tmp_path / "venv"

@@ -18,7 +18,8 @@ DIGITS = ROOT / "samples" / "digits"
 
 
 def _args(out: Path, *targets: str) -> list[str]:
-    args = ["build", "--model", f"{DIGITS / 'model.py'}:build", "--weights", str(DIGITS / "weights.pt"), "--recipe", str(DIGITS / "recipe.yaml"),
+    args = ["build", "--model", f"{DIGITS / 'model.py'}:build", "--weights", str(DIGITS / "weights.pt"), "--recipe",
+            str(DIGITS / "recipe.yaml"),
             "--calib-data", str(DIGITS / "calib.npz"), "--eval-data", str(DIGITS / "eval.npz"), "--no-latency", "--out", str(out),
             "--compare-precision", "8,16"]
     for t in targets:

@@ -230,7 +230,8 @@ def test_bad_output_path_exit_2_before_any_work(valid_inputs: Path, tmp_path: Pa
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     if case != "no write permission":
         cal = CliRunner().invoke(main, ["calibrate", "--model", f"{valid_inputs / 'model.py'}:build", "--recipe",
-                                        str(valid_inputs / "recipe.yaml"), "--calib-data", str(valid_inputs / "calib.npz"), "--out", str(out)])
+                                        str(valid_inputs / "recipe.yaml"), "--calib-data", str(valid_inputs / "calib.npz"), "--out",
+                                        str(out)])
         assert cal.exit_code == 2 and cal.output.startswith("error: --out "), cal.output
 
 

@@ -40,8 +40,10 @@ def test_low_bit_recipe_fails_the_accuracy_gate_with_exit_3_and_one_line(tmp_pat
     assert "bits: 3" in recipe
     (tmp_path / "recipe.yaml").write_text(recipe)
     out = tmp_path / "OUT"
-    env = {**os.environ, "QCONVERT": str(Path(sys.executable).parent / "qconvert"), "RECIPE": str(tmp_path / "recipe.yaml"), "OUT": str(out)}
-    proc = subprocess.run(["bash", str(ROOT / "samples" / "ci" / "build_and_gate.sh")], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    env = {**os.environ, "QCONVERT": str(Path(sys.executable).parent / "qconvert"), "RECIPE": str(tmp_path / "recipe.yaml"),
+           "OUT": str(out)}
+    proc = subprocess.run(["bash", str(ROOT / "samples" / "ci" / "build_and_gate.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 3, proc.stderr
     float_acc, int_acc = _independent_accuracies(out / "onnx" / "model.onnx")
     drop = float_acc - int_acc
@@ -82,7 +84,8 @@ def test_layer_parity_gates_per_layer_and_end_to_end_only_without_it() -> None:
     bad = Measured(None, 30.0, 1.0, parity_lsb=1.0, tolerance_lsb=1.0, layer_checked=True, layer_parity_lsb=None, depth=4,
                    first_divergence="first divergence at conv2d 'b.1': missing")
     (layer,) = [c for c in evaluate(recipe.gates, "onnx", None, bad) if c.metric == "layer_parity_lsb"]
-    assert not layer.passed and layer.line() == "onnx: per-layer parity vs simulation: first divergence at conv2d 'b.1': missing (limit 1 LSB)"
+    assert not layer.passed
+    assert layer.line() == "onnx: per-layer parity vs simulation: first divergence at conv2d 'b.1': missing (limit 1 LSB)"
     plain = Measured(None, 30.0, 1.0, parity_lsb=1.5, tolerance_lsb=1.0)
     assert [(c.metric, c.passed) for c in evaluate(recipe.gates, "x", None, plain)] == [("parity_lsb", False)]
 

@@ -47,7 +47,8 @@ def test_unset_schemes_follow_what_the_target_represents_without_refusal() -> No
                                  per_channel_depthwise_only=True, max_activation_bits=8)
     for optimize_for in ("speed", "accuracy"):
         r = choose(Recipe(optimize_for=optimize_for), "tidl", None, tidl_like, DEFAULT_PLACEMENT).recipe
-        assert (r.activations.mode, r.activations.power_of_two, r.weights.granularity, r.weights.power_of_two) == ("sym", True, "per_tensor", True)
+        got = (r.activations.mode, r.activations.power_of_two, r.weights.granularity, r.weights.power_of_two)
+        assert got == ("sym", True, "per_tensor", True)
         assert r.on_unsupported == "error"  # nothing left to refuse: the defaults were never the recipe's demand
 
 
@@ -58,7 +59,8 @@ def test_accuracy_prefers_asymmetric_activations_and_keeps_pools_float() -> None
     per_target = Recipe(optimize_for={"onnx": "accuracy"})
     assert choose(per_target, "onnx", X86, QuantConstraints(), DEFAULT_PLACEMENT).optimize_for == "accuracy"
     assert choose(per_target, "tflite", ARM, QuantConstraints(), DEFAULT_PLACEMENT).optimize_for == "speed"
-    assert choose(Recipe(), "tvm", FastTypes("x86", "asym_u", default="accuracy"), QuantConstraints(), DEFAULT_PLACEMENT).optimize_for == "accuracy"
+    assert choose(Recipe(), "tvm", FastTypes("x86", "asym_u", default="accuracy"), QuantConstraints(),
+                  DEFAULT_PLACEMENT).optimize_for == "accuracy"
 
 
 class _SE(nn.Module):
@@ -175,7 +177,8 @@ def test_onnx_x86_without_vnni_gets_7_bit_weights_and_refuses_explicit_8_bit(se_
     choice = choose(Recipe(), "onnx", target.fast_types(options), constraints, target.placement(options))
     assert choice.recipe.weights.bits == 7 and choice.recipe.activations.mode == "asym_u"
     artifact = target.emit(quantize(cap, choice.recipe, stats, constraints, "onnx", choice.placement), tmp_path, options)
-    weights = [numpy_helper.to_array(i) for i in onnx.load(artifact.path).graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    weights = [numpy_helper.to_array(i) for i in onnx.load(artifact.path).graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
     assert len(weights) == 3 and all(w.min() >= -64 and w.max() <= 63 for w in weights)
     assert any(w.max() == 63 or w.min() == -64 for w in weights)  # the 7-bit grid is used, not a narrower one
     explicit = Recipe(weights=QScheme(bits=8, mode="sym", granularity="per_channel"))

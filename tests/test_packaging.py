@@ -42,7 +42,8 @@ def test_metadata_declares_ranges_and_extras_and_pins_live_in_constraints() -> N
         assert f"qconvert-{name}[build]" in core["optional-dependencies"][name]
         default = _names(_project(p)["dependencies"]) - ({"torch"} if name == "pytorch" else set())
         assert not default & EXPORTERS, f"qconvert-{name}'s default install must be the board's: {default & EXPORTERS}"
-    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
     assert pins["torch"] == "2.13.0"
     setup = (ROOT / "Makefile").read_text()
     assert setup.index("pip install --quiet torch==2.13.0") < setup.index("-c constraints.txt")

@@ -120,7 +120,8 @@ def test_a_target_name_two_distributions_register_is_one_line_naming_both_exit_2
         onnx = "qconvert_onnx_fork:Fork"
     """))
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
+                    str(src)],
                    check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.run([sys.executable, "-m", "qconvert", "targets"], env=env, capture_output=True, text=True, check=False)

@@ -106,5 +106,6 @@ def test_tensorrt_refuses_16_bit_with_its_rule(tmp_path: Path) -> None:
     x = torch.from_numpy(np.load(DIGITS / "calib.npz")["x"][:32])
     captured = capture(model, (x,))
     stats = calibrate(captured, recipe, [(x,)])
-    with pytest.raises(ConstraintError, match=r"target .tensorrt.: .*TensorRT.s Q/DQ carries int8 only .*: activation bits must be 8, not 16"):
+    with pytest.raises(ConstraintError,
+                       match=r"target .tensorrt.: .*TensorRT.s Q/DQ carries int8 only .*: activation bits must be 8, not 16"):
         quantize(captured, recipe, stats, TensorRTConstraints(), "tensorrt")

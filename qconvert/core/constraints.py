@@ -82,9 +82,11 @@ class QuantConstraints:
         if s.mode not in modes:
             to = "sym" if "sym" in modes else min(modes)
             what = f" at {s.bits} bits" if wide else ""
-            out.append(Violation(f"{tq.role} mode{what} must be one of {sorted(modes)}, not '{s.mode}'", replace(tq, scheme=s.model_copy(update={"mode": to}))))
+            out.append(Violation(f"{tq.role} mode{what} must be one of {sorted(modes)}, not '{s.mode}'",
+                                 replace(tq, scheme=s.model_copy(update={"mode": to}))))
         if s.bits > max_bits:
-            out.append(Violation(f"{tq.role}s can have at most {max_bits} bits, not {s.bits}", replace(tq, scheme=s.model_copy(update={"bits": max_bits}))))
+            out.append(Violation(f"{tq.role}s can have at most {max_bits} bits, not {s.bits}",
+                                 replace(tq, scheme=s.model_copy(update={"bits": max_bits}))))
         if weight and s.granularity == "per_channel" and not self.weight_per_channel:
             out.append(Violation("weights must be per_tensor", replace(tq, scheme=s.model_copy(update={"granularity": "per_tensor"}))))
         elif weight and s.granularity == "per_channel" and self.per_channel_depthwise_only and not tq.depthwise:
@@ -92,7 +94,8 @@ class QuantConstraints:
                                  replace(tq, scheme=s.model_copy(update={"granularity": "per_tensor"}))))
         if weight and self.narrow_weights and not tq.narrow and s.mode == "sym":
             q = 2 ** (s.bits - 1)
-            out.append(Violation(f"symmetric weights must use the narrow range [-{q - 1}, {q - 1}], not [-{q}, {q - 1}]", replace(tq, narrow=True)))
+            out.append(Violation(f"symmetric weights must use the narrow range [-{q - 1}, {q - 1}], not [-{q}, {q - 1}]",
+                                 replace(tq, narrow=True)))
         if self.power_of_two == "required" and not s.power_of_two:
             out.append(Violation("scales must be powers of two", replace(tq, scheme=s.model_copy(update={"power_of_two": True}))))
         return out

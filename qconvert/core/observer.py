@@ -153,7 +153,8 @@ class QObserver(ObserverBase):
         rows = w.transpose(0, self.ch_axis).reshape(w.shape[self.ch_axis], -1) if self.spec.per_channel else w.reshape(1, -1)
         if self.spec.method == "mse":
             sym = self.spec.scheme.mode == "sym"
-            ranges = [mse_clip(r.double().numpy(), np.ones(r.numel()), float(r.min()), float(r.max()), self.spec.scheme.bits, sym) for r in rows]
+            ranges = [mse_clip(r.double().numpy(), np.ones(r.numel()), float(r.min()), float(r.max()), self.spec.scheme.bits,
+                               sym) for r in rows]
             lo, hi = torch.tensor([r[0] for r in ranges]), torch.tensor([r[1] for r in ranges])
         else:
             lo, hi = rows.amin(dim=1), rows.amax(dim=1)

@@ -74,7 +74,8 @@ class QuantPolicy:
         if depthwise and self.recipe.depthwise_per_channel and scheme.granularity == "per_tensor":
             scheme = scheme.model_copy(update={"granularity": "per_channel"})
         method = (o.weight_method if o and o.weight_method else None) or self.recipe.weight_method
-        return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise, narrow=self.recipe.narrow_weights))
+        return self._constrain(TensorQuant(key, "weight", module, scheme, method, ch_axis, depthwise=depthwise,
+                                           narrow=self.recipe.narrow_weights))
 
     def quantizes(self, what: Literal["weights", "activations"]) -> bool:
         """Whether static quantization covers ``what`` (recipe ``quantize_only``); calibration observes both."""

@@ -69,7 +69,8 @@ def _laplace_mse(alpha: float, b: float, levels: int) -> float:
 
 def _gauss_mse(alpha: float, sigma: float, levels: int) -> float:
     tail = 1.0 - math.erf(alpha / (sigma * math.sqrt(2.0)))
-    clip = (alpha * alpha + sigma * sigma) * tail - alpha * sigma * math.sqrt(2.0 / math.pi) * math.exp(-alpha * alpha / (2 * sigma * sigma))
+    clip = ((alpha * alpha + sigma * sigma) * tail
+            - alpha * sigma * math.sqrt(2.0 / math.pi) * math.exp(-alpha * alpha / (2 * sigma * sigma)))
     return clip + alpha * alpha / (3.0 * levels * levels)
 
 

@@ -44,7 +44,8 @@ class FoldedRequantization:
     max_relative_error: float
 
 
-def multiplier_and_shift(ratio: torch.Tensor, bits: int, rounding: Literal["nearest", "floor"] = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+def multiplier_and_shift(ratio: torch.Tensor, bits: int,
+                         rounding: Literal["nearest", "floor"] = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
     """Integers (m, n) with ratio ~= m * 2**-n and m in [2**(bits-2), 2**(bits-1)] (signed, ``bits`` wide).
 
     ``nearest`` rounds half away from zero, as TFLite's ``QuantizeMultiplier`` (``std::round``);

@@ -228,7 +228,8 @@ def array_dataset(source: Arrays, input_names: tuple[str, ...]) -> Dataset:
         arrays = {n: _numpy(source.inputs[n], f"{source.name}: input '{n}'") for n in input_names}
     else:
         if len(source.inputs) != len(input_names):
-            raise DataError(f"{source.name}: {len(source.inputs)} array(s) for a model that takes {len(input_names)} input(s) {list(input_names)}")
+            raise DataError(f"{source.name}: {len(source.inputs)} array(s) for a model that takes {len(input_names)} input(s) "
+                            f"{list(input_names)}")
         arrays = {n: _numpy(a, f"{source.name}: input '{n}'") for n, a in zip(input_names, source.inputs)}
     sizes = {n: len(a) for n, a in arrays.items()}
     if len(set(sizes.values())) != 1:

@@ -62,8 +62,8 @@ def open_for_build(model_ref: str, recipe_path: RecipeSource | None, *, weights:
                    calib_data: DataSource | None = None, stats: Path | None = None) -> CheckpointBuild:
     """Read a checkpoint for ``qconvert build``; refuse options that would contradict it.
 
-    ``recipe_path`` is optional (a file, or a ``Recipe``/dict from the Python API): the checkpoint holds its recipe. One given must agree with it
-    on ``TRAINED_FIELDS``; its other fields (targets, gates, ...) are used.
+    ``recipe_path`` is optional (a file, or a ``Recipe``/dict from the Python API): the checkpoint holds its
+    recipe. One given must agree with it on ``TRAINED_FIELDS``; its other fields (targets, gates, ...) are used.
     """
     for given, what in ((weights, "--weights"), (calib_data, "--calib-data"), (stats, "--stats")):
         if given is not None:

@@ -88,7 +88,8 @@ def save(model: nn.Module, path: str | Path) -> Path:
         raise BadInputError(f"qconvert.qat.save takes the module qconvert.qat.prepare returned, not {type(model).__name__}")
     path = Path(path)
     if not is_checkpoint_ref(str(path)):
-        raise BadInputError(f"{path}: a QAT checkpoint's name ends in {' or '.join(SUFFIXES)} (that is how 'qconvert build --model' knows it)")
+        raise BadInputError(f"{path}: a QAT checkpoint's name ends in {' or '.join(SUFFIXES)} "
+                            "(that is how 'qconvert build --model' knows it)")
     payload = _payload(model)
     payload["digest"] = _digest(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +256,8 @@ def _check_graph(ck: QATCheckpoint) -> None:
     names = {n.name for n in ck.graph.graph.nodes}
     foreign = sorted(k for k in ck.activations if k not in names)
     if foreign:
-        raise ModelLoadError(f"{ck.path}: ranges for tensors its graph does not have ({', '.join(foreign[:5])}): the checkpoint mixes two models")
+        raise ModelLoadError(f"{ck.path}: ranges for tensors its graph does not have ({', '.join(foreign[:5])}): "
+                             "the checkpoint mixes two models")
     # the program is the trained float model: its weights are the training state's, exactly
     differ = sorted(k for k, v in ck.graph.state_dict().items()
                     if not (isinstance(ck.state.get(f"graph.{k}"), torch.Tensor) and ck.state[f"graph.{k}"].shape == v.shape

@@ -60,7 +60,8 @@ def run_sensitivity(req: SensitivityRequest, registry: TargetRegistry) -> Sensit
     else:
         assert s.calib is not None
         c = recipe.calibration
-        batches = track(torch_batches(s.calib, c.batch_size, c.num_samples), -(-min(c.num_samples, s.calib.size) // c.batch_size), "calibrate")
+        batches = track(torch_batches(s.calib, c.batch_size, c.num_samples), -(-min(c.num_samples, s.calib.size) // c.batch_size),
+                        "calibrate")
         stats = calibrate(s.captured, recipe, batches)
     evaluator = Evaluator(s.model, data, recipe.calibration.batch_size, req.samples)
     if req.metric == "accuracy" and not evaluator.labelled:
@@ -85,7 +86,8 @@ def sensitivity_table(sens: Sensitivity) -> str:
     rows = [head]
     for i, s in enumerate(sens.by_loss()):
         first = sens.loss(s) if sens.metric == "accuracy" else s.only.sqnr_db
-        rows.append(f"{i + 1:>4}  {s.layer.name:30s} {s.layer.op:18s} {_num(first):>13s} {_num(sens.regain(s)):>12s} {regain_rank[s.layer.name]:>11d}")
+        rows.append(f"{i + 1:>4}  {s.layer.name:30s} {s.layer.op:18s} {_num(first):>13s} {_num(sens.regain(s)):>12s} "
+                    f"{regain_rank[s.layer.name]:>11d}")
     full = sens.full
     acc = f", accuracy {_num(full.accuracy)} % (float {_num(sens.float_accuracy)} %)" if full.accuracy is not None else ""
     rows.append(f"\nall layers quantized: SQNR {_num(full.sqnr_db)} dB{acc}; {sens.samples} samples, kept layers at {sens.keep}")

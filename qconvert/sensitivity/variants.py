@@ -66,8 +66,9 @@ def kept(recipe: Recipe, layers: tuple[str, ...], keep: str, weight_bits: int = 
     for name in layers:
         i = next((k for k, o in enumerate(overrides) if o.match == name), None)
         base = overrides[i] if i is not None else LayerOverride.model_validate({"match": name})
+        weights = base.weights or recipe.weights
         wide = base.model_copy(update={
-            "weights": (base.weights or recipe.weights).model_copy(update={"bits": min(16, max(weight_bits, (base.weights or recipe.weights).bits))}),
+            "weights": weights.model_copy(update={"bits": min(16, max(weight_bits, weights.bits))}),
             "activations": (base.activations or recipe.activations).model_copy(update={"bits": 16, "mode": "sym"}),
         })
         if i is None:

@@ -172,7 +172,8 @@ class _Zoo(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.c1, self.c2, self.c3 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.Conv2d(32, 16, 1)
-        self.se, self.ex, self.ln, self.fc = torch.nn.Linear(16, 16), torch.nn.Conv2d(16, 16, 1), torch.nn.LayerNorm(16), torch.nn.Linear(16 * 8 * 8, 10)
+        self.se, self.ex = torch.nn.Linear(16, 16), torch.nn.Conv2d(16, 16, 1)
+        self.ln, self.fc = torch.nn.LayerNorm(16), torch.nn.Linear(16 * 8 * 8, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)

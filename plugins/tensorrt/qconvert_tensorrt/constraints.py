@@ -65,4 +65,5 @@ class TensorRTConstraints(QuantConstraints):
         if bits == 8:
             return []
         fixed = replace(tq, scheme=tq.scheme.model_copy(update={"bits": 8}))
-        return [Violation(f"TensorRT's Q/DQ carries int8 only (no int16 type in its explicit quantization): {tq.role} bits must be 8, not {bits}", fixed)]
+        return [Violation("TensorRT's Q/DQ carries int8 only (no int16 type in its explicit quantization): "
+                          f"{tq.role} bits must be 8, not {bits}", fixed)]

@@ -75,7 +75,8 @@ def _engine(cfg: BuildConfig, out_dir: Path, options: TensorRTOptions) -> Engine
     support = engine_support()
     if not support.ok:
         if options.engine == "require":
-            raise TargetUnavailableError(f"target 'tensorrt': the recipe requires an engine (targets.tensorrt.engine: require) but {support.reason}")
+            raise TargetUnavailableError("target 'tensorrt': the recipe requires an engine (targets.tensorrt.engine: require) but "
+                                         f"{support.reason}")
         return EngineStatus(False, support.reason)
     try:
         result = build_engine(cfg, out_dir)

@@ -42,7 +42,8 @@ def engine_support() -> EngineSupport:
     try:
         import tensorrt
     except ImportError:
-        return EngineSupport(False, "tensorrt is not installed (it needs CUDA and an NVIDIA GPU: pip install 'qconvert-tensorrt[gpu]' there)")
+        return EngineSupport(False,
+                             "tensorrt is not installed (it needs CUDA and an NVIDIA GPU: pip install 'qconvert-tensorrt[gpu]' there)")
     except Exception as e:  # noqa: BLE001 - a broken CUDA install fails at import with many exception types
         return EngineSupport(False, f"tensorrt does not import: {type(e).__name__}: {e}")
     try:

@@ -5,7 +5,8 @@ the activation a quantize node produced is that op's output tensor, in NHWC wher
 simulation is NCHW, and some (a flatten after a mean) are fused away. At export the
 simulation's quantize nodes are paired with the int8 tensors of the flatbuffer on the
 same grid (scale, zero point) whose values on the example input agree with the
-simulation of that layer fed the tensors paired before it (as is, NHWC, or reshaped). At verify time the interpreter runs with ``experimental_preserve_all_tensors``
+simulation of that layer fed the tensors paired before it (as is, NHWC, or reshaped). At verify time the
+interpreter runs with ``experimental_preserve_all_tensors``
 (the same kernels and XNNPACK delegate as ``run``; the tests check its outputs equal
 ``run``'s) and the mapped tensors are read after each invoke.
 

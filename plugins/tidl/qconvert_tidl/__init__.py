@@ -35,7 +35,8 @@ class TidlTarget(Target[TidlOptions]):
     parity_tolerance_lsb = 16.0
 
     def available(self) -> Availability:
-        return Availability.of_modules("onnx", "onnxruntime", "onnxscript", "qconvert_onnx", install="onnx onnxscript onnxruntime -e plugins/onnx")
+        return Availability.of_modules("onnx", "onnxruntime", "onnxscript", "qconvert_onnx",
+                                       install="onnx onnxscript onnxruntime -e plugins/onnx")
 
     def runtime_version(self) -> str:
         import onnxruntime

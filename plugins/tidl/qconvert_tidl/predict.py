@@ -82,7 +82,8 @@ class DevicePrediction(BaseModel):
 
 
 class TidlChecks(ExtraResults):
-    """TIDL's ``checks`` in report.json: TI model-guideline findings, the TFLite Clip model against the ONNX one, and the device prediction."""
+    """TIDL's ``checks`` in report.json: TI model-guideline findings, the TFLite Clip model against the ONNX one,
+    and the device prediction."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,7 +109,8 @@ def device_checks(qmodel: QuantizedModel, artifact: Artifact, options: TidlOptio
     except UnsupportedGraph as e:
         notes.append(f"device prediction unavailable: {e}")
         return ExtraChecks(tuple(notes), results)
-    prediction = DevicePrediction(rows=list(rows), exactness=exact, rounding="requantization half up (TIDL_roundSat), input half away from zero")
+    prediction = DevicePrediction(rows=list(rows), exactness=exact,
+                                  rounding="requantization half up (TIDL_roundSat), input half away from zero")
     results = results.model_copy(update={"device_prediction": prediction})
     (artifact.directory / "device_prediction.json").write_text(prediction.model_dump_json(indent=1) + "\n")
     (artifact.directory / "device_prediction.md").write_text(_markdown(rows, exact))
@@ -188,7 +190,8 @@ def _resolved_weights(qmodel: QuantizedModel) -> str:
     return "per-channel depthwise" if per_channel else "per-tensor"
 
 
-def _row(name: str, ranges: str, weights: str, sim: IntSim, qm: QuantizedModel, batches: list[Any], refs: list[np.ndarray]) -> PredictionRow:
+def _row(name: str, ranges: str, weights: str, sim: IntSim, qm: QuantizedModel, batches: list[Any],
+         refs: list[np.ndarray]) -> PredictionRow:
     acc, cmp = AccuracyAccumulator(), CompareAccumulator()
     for b, ref in zip(batches, refs):
         (out,) = sim.run(dict(zip(qm.input_names, b.inputs)))[:1]
@@ -221,7 +224,8 @@ def _this_build(qmodel: QuantizedModel, batches: list[Any], refs: list[np.ndarra
             differing += int(np.sum(out != ref_core))
             max_lsb = max(max_lsb, float(np.max(np.abs(out - ref_core))) / scale)
     c = cmp.result()
-    row = PredictionRow("this build", qmodel.recipe.calibration.method, _resolved_weights(qmodel), acc.result(), c.sqnr_db, c.top1_agreement)
+    row = PredictionRow("this build", qmodel.recipe.calibration.method, _resolved_weights(qmodel), acc.result(), c.sqnr_db,
+                        c.top1_agreement)
     exact = Exactness(elements, mismatches, differing, max_lsb, max(sim.accumulator_bits.values(), default=0), _wide_biases(qmodel))
     return row, exact
 

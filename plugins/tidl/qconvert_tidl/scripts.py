@@ -69,7 +69,8 @@ for i in range(len(frames)):
 print("TIDL artifacts in", options["artifacts_folder"], "- run them with the delegate libtidl_tfl_delegate.so")
 '''
 
-_TVMDLR = _PROLOGUE.format(doc="Compile model_clip_b1.onnx with TVM and TIDL into a DLR deployable.", script="compile_tvmdlr.py [--pc]") + '''
+_TVMDLR = _PROLOGUE.format(doc="Compile model_clip_b1.onnx with TVM and TIDL into a DLR deployable.",
+                           script="compile_tvmdlr.py [--pc]") + '''
 import sys
 
 import onnx

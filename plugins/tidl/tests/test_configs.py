@@ -43,7 +43,8 @@ def _emit(tmp_path: Path, recipe: Recipe, options: TidlOptions, x: torch.Tensor 
 def _normalized(pixels: np.ndarray, pp: Preprocess) -> torch.Tensor:
     """What qconvert's image loader makes of 0-255 pixels (NCHW, channels already in model order)."""
     shape = (1, -1, 1, 1)
-    x = (pixels.astype(np.float32) * pp.scale - np.asarray(pp.mean, np.float32).reshape(shape)) / np.asarray(pp.std, np.float32).reshape(shape)
+    mean, std = np.asarray(pp.mean, np.float32).reshape(shape), np.asarray(pp.std, np.float32).reshape(shape)
+    x = (pixels.astype(np.float32) * pp.scale - mean) / std
     return torch.from_numpy(x.astype(np.float32))
 
 
@@ -58,7 +59,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Per-channel depthwise weights, and the depthwise layer at 16 bits: conv "3" and its fused ReLU "5"."""
     wide_w = LayerOverride(match="3", weights=QScheme(bits=16, granularity="per_channel", power_of_two=True))
     wide_a = LayerOverride(match="5", activations=QScheme(bits=16, mode="sym", power_of_two=True))
-    return _emit(tmp_path_factory.mktemp("mixed"), _recipe(overrides=(wide_w, wide_a)), TidlOptions(per_channel_depthwise=True, tflite=False))
+    return _emit(tmp_path_factory.mktemp("mixed"), _recipe(overrides=(wide_w, wide_a)),
+                 TidlOptions(per_channel_depthwise=True, tflite=False))
 
 
 def test_per_channel_depthwise_sets_flag_8_and_the_user_flag_level(mixed: Path) -> None:
