@@ -102,9 +102,9 @@ def rank_layers(recipe: Recipe, layers: tuple[Layer, ...], quantize: Quantizer, 
     # the graph with every candidate in float at that layer, "all but this layer" from the full quantization.
     unquantized = quantize(recipe.model_copy(update={"exclude": (*recipe.exclude, *(la.name for la in layers), ROOT_OPS)})).graph
     for group in windows(layers):
-        only = score_onward(evaluator, unquantized, [quantize(only_quantized(recipe, la.name, layers)).graph for la in group])
-        all_but = score_onward(evaluator, full_graph, [quantize(kept(recipe, (la.name,), keep, keep_weight_bits)).graph for la in group])
-        for layer, o, a in zip(group, only, all_but, strict=True):
+        onlys = score_onward(evaluator, unquantized, [quantize(only_quantized(recipe, la.name, layers)).graph for la in group])
+        all_buts = score_onward(evaluator, full_graph, [quantize(kept(recipe, (la.name,), keep, keep_weight_bits)).graph for la in group])
+        for layer, o, a in zip(group, onlys, all_buts, strict=True):
             scored.append(LayerSensitivity(layer, o, a))
             progress(len(scored))
     return Sensitivity(metric, keep, evaluator.samples, evaluator.float_accuracy, full, tuple(scored))
