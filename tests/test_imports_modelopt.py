@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from imports_helpers import TARGETS, build, no_calibration, refusal, report, source_outputs
+from imports_helpers import TARGETS, assert_target_contract, build, no_calibration, refusal, report, source_outputs
 from qat_sources import legacy_names, modelopt_quantized, train, train_data
 
 pytest.importorskip("modelopt.torch.quantization")
@@ -72,7 +72,7 @@ def test_modelopt_every_target(mo: dict, target: str, tmp_path: Path) -> None:
         refusal(text, target)
         return
     assert code == 0, text
-    assert report(tmp_path / "OUT")["targets"][target]["vs_float"]["top1_agreement"] >= 0.98
+    assert_target_contract(tmp_path / "OUT", target, mo["expected"])
 
 
 __all__ = ["no_calibration"]  # the fixture, imported so pytest finds it
