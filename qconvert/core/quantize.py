@@ -20,6 +20,7 @@ from qconvert.core.capture import Captured
 from qconvert.core.constraints import QuantConstraints
 from qconvert.core.coverage import observe_consumed_tensors
 from qconvert.core.graph import attr_of, module_of
+from qconvert.core.intarith import integer_simulation
 from qconvert.core.observer import QObserver
 from qconvert.core.placement import DEFAULT_PLACEMENT, Placement
 from qconvert.core.plan import TensorQuant
@@ -66,9 +67,17 @@ class QuantizedModel:
     float_output_steps: tuple[float | None, ...] = field(default=())
     #: Layers whose requantization ratios were made fixed-point (recipe ``requantize``).
     requantization: tuple[FoldedRequantization, ...] = field(default=())
+    #: ``graph`` with some conv/linear computed in a device's integer arithmetic (recipe
+    #: ``requantize.arithmetic``, ``core.intarith``); None: the simulation is ``graph`` itself.
+    integer_graph: GraphModule | None = field(default=None, repr=False, compare=False)
     #: The calibration batches again, where the build has the data (not with --stats or a QAT checkpoint):
     #: targets that ship calibration inputs (TIDL's import frames) stream them from here.
     calibration_batches: Callable[[], Iterable[tuple[torch.Tensor, ...]]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def simulation(self) -> GraphModule:
+        """The graph the simulation runs: ``graph``, or its integer-arithmetic copy (exporters read ``graph``)."""
+        return self.integer_graph if self.integer_graph is not None else self.graph
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -200,12 +209,14 @@ def quantize(
         if calibration_batches is None:
             raise DataError("bias_correction needs the calibration data: pass --calib-data (statistics alone are not enough)")
         correct_biases(captured.graph, converted, calibration_batches, recipe.bias_correction_iters, recipe.bias_correction_samples)
+    integer_graph, _ = integer_simulation(converted, policy)
     return QuantizedModel(
         graph=converted, captured=captured, recipe=recipe, target=target,
         decisions=dict(quantizer.decisions), qparams=summaries,
         warnings=tuple(policy.warnings) + tuple(w.note() for w in widened),
         float_output_steps=_float_output_steps(converted, stats, QuantPolicy(recipe, policy.constraints, target)),
         requantization=folded,
+        integer_graph=integer_graph,
         calibration_batches=calibration_batches,
     )
 

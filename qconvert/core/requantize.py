@@ -42,6 +42,8 @@ class FoldedRequantization:
     channels: int
     #: Largest |approximated / exact - 1| over the layer's channels.
     max_relative_error: float
+    #: What the simulation computes for the layer (recipe ``requantize.arithmetic``; ``core.intarith``).
+    arithmetic: str = "float"
 
 
 def multiplier_and_shift(ratio: torch.Tensor, bits: int,
@@ -109,5 +111,5 @@ def fold_requantization(prepared: GraphModule, policy: QuantPolicy) -> tuple[Fol
         approx = approximate_ratio(ratio, req.multiplier_bits, req.rounding)
         w_obs.scale_override = (approx * s_out / s_x).float()
         folded.append(FoldedRequantization(layer or node.name, req.multiplier_bits, req.rounding, int(ratio.numel()),
-                                           float((approx / ratio - 1).abs().max())))
+                                           float((approx / ratio - 1).abs().max()), req.arithmetic))
     return tuple(folded)

@@ -217,7 +217,7 @@ def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, dat
                 return None
             exposed.update({k: t.name for k, t in run.tensors.items()})
             missing.update(run.missing)
-            _FedByRuntime(qmodel.graph, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
+            _FedByRuntime(qmodel.simulation, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
             samples += len(b.inputs[0])
     layers = tuple(_row(qmodel, n, acc[n.name], exposed.get(n.name), n.name in missing, tolerance_lsb) for n in nodes)
     compared = {la.node for la in layers if la.status in ("ok", "diverged")}

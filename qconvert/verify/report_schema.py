@@ -165,6 +165,8 @@ class RequantizedLayer(_Strict):
     rounding: str
     channels: int = Field(..., description="Ratios (output channels) approximated.")
     max_relative_error: Num = Field(..., description="Largest |approximated / exact ratio - 1| over the channels.")
+    arithmetic: str = Field("float", description="What the simulation computes for the layer: float (the Q/DQ graph), fp32 "
+                            "(XNNPACK's requantization) or gemmlowp (TFLite's reference kernels), on the exact int32 accumulator.")
 
 
 class OutputEntry(_Strict):

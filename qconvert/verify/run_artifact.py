@@ -38,7 +38,7 @@ def verify_outputs(target: Target, artifact: Artifact, qmodel: QuantizedModel, r
         for b, float_outs in track(refs.with_batches(data), -(-data.size // bs), f"{target.name}: verify"):
             tensors = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
             with timings.phase("simulation", target.name):
-                sim = [t.numpy() for t in flatten(qmodel.graph(*tensors))]
+                sim = [t.numpy() for t in flatten(qmodel.simulation(*tensors))]
             with timings.phase("runtime_run", target.name):
                 out = target.run(artifact, dict(zip(artifact.input_names, b.inputs)))
             parity.update(list(float_outs), sim, out, b.labels)
