@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch.fx import GraphModule, Interpreter, Node
+from torch.utils._pytree import tree_leaves
 
 from qconvert.core.graph import arg_float, arg_int
 from qconvert.core.quantize import QuantizedModel
@@ -95,8 +96,9 @@ class ParityAtDepth:
     #: Requantizations on the longest input-to-output path of the simulation.
     depth: int
     layers: tuple[LayerParity, ...]
-    #: Every graph output is the dequantized value of a compared tensor: nothing after the last
-    #: compared layer is left unchecked (a float output layer, TensorRT's logits, is not).
+    #: Every graph output is the dequantized value of a compared tensor, or a float output (TensorRT's
+    #: logits) compared with the simulation of its float tail fed the runtime's last quantized tensors:
+    #: nothing after the last compared layer is left unchecked.
     outputs_covered: bool = False
 
     @property
@@ -207,6 +209,9 @@ def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, dat
     """Per-layer parity of ``artifact``, or None when its target exposes no intermediates."""
     nodes = quantize_nodes(qmodel.graph)
     acc = {n.name: _Acc() for n in nodes}
+    steps_of = qmodel.parity_steps()
+    float_outputs = _float_outputs(qmodel.graph, steps_of)
+    out_acc = {i: _Acc() for i in float_outputs}
     exposed: dict[str, str] = {}
     missing: set[str] = set()
     samples = 0
@@ -217,19 +222,78 @@ def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, dat
                 return None
             exposed.update({k: t.name for k, t in run.tensors.items()})
             missing.update(run.missing)
-            _FedByRuntime(qmodel.simulation, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
+            fed = _FedByRuntime(qmodel.simulation, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
+            leaves = tree_leaves(fed)
+            for i in float_outputs:
+                _compare_output(out_acc[i], leaves[i] if i < len(leaves) else None, run.outputs, i, steps_of[i], tolerance_lsb)
             samples += len(b.inputs[0])
     layers = tuple(_row(qmodel, n, acc[n.name], exposed.get(n.name), n.name in missing, tolerance_lsb) for n in nodes)
+    layers += tuple(_output_row(qmodel, i, o, out_acc[i], tolerance_lsb) for i, o in float_outputs.items())
     compared = {la.node for la in layers if la.status in ("ok", "diverged")}
     return ParityAtDepth(tolerance_lsb, samples, depth_of(qmodel.graph), layers, _outputs_covered(qmodel.graph, compared))
 
 
-def _outputs_covered(gm: GraphModule, compared: set[str]) -> bool:
+def _graph_outputs(gm: GraphModule) -> list[Any]:
     out = next(n for n in gm.graph.nodes if n.op == "output")
     flat: list[Any] = []
     torch.fx.node.map_arg(out.args[0], flat.append)
-    return bool(flat) and all(isinstance(o, Node) and o.target == _DQT and isinstance(o.args[0], Node) and o.args[0].name in compared
-                              for o in flat)
+    return flat
+
+
+def _float_outputs(gm: GraphModule, steps: list[float | None]) -> dict[int, Node]:
+    """Graph outputs computed in float after the last quantized tensor (TensorRT's logits), by position,
+    where a parity step is known for them: compared as one more layer, fed the runtime's last tensors."""
+    return {i: o for i, o in enumerate(_graph_outputs(gm))
+            if isinstance(o, Node) and o.target != _DQT and o.op != "placeholder" and i < len(steps) and steps[i]}
+
+
+def _output_node_name(i: int) -> str:
+    return f"output_{i}"
+
+
+def _compare_output(acc: _Acc, sim: Any, outputs: list[np.ndarray], i: int, step: float | None, tolerance: float) -> None:
+    if step is None or i >= len(outputs) or not isinstance(sim, torch.Tensor) or not sim.is_floating_point():
+        acc.detail = acc.detail or "not among the runtime's outputs as a float tensor"
+        return
+    got = torch.from_numpy(np.ascontiguousarray(outputs[i])).double()
+    if tuple(got.shape) != tuple(sim.shape):
+        acc.detail = f"shape {tuple(got.shape)} in the runtime, {tuple(sim.shape)} in the simulation"
+        return
+    steps = (sim.double() - got).abs() / step
+    acc.max_steps = max(acc.max_steps, float(steps.max()) if steps.numel() else 0.0)
+    acc.off += int((steps > tolerance + 1e-3).sum())
+    acc.differ += int((steps > 0.5).sum())
+    acc.hist += torch.bincount(torch.clamp(torch.round(steps), max=_BINS).long().flatten(), minlength=_BINS + 1)
+    acc.total += steps.numel()
+
+
+def _output_row(qmodel: QuantizedModel, i: int, node: Node, acc: _Acc, tolerance: float) -> LayerParity:
+    names = qmodel.captured.output_names
+    name = names[i] if i < len(names) else node.name
+    common: dict[str, Any] = {"node": _output_node_name(i), "tensor": name, "op": f"{_target_name(node)} (float output)",
+                              "module": _module_of_node(qmodel, node)}
+    if acc.detail or not acc.total:
+        return LayerParity(**common, runtime_tensor=None, status="not_exposed", detail=acc.detail)
+    return _judged(common, name, acc, tolerance)
+
+
+def _target_name(node: Node) -> str:
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
+
+
+def _module_of_node(qmodel: QuantizedModel, node: Node) -> str:
+    tq = qmodel.decisions.get(node.name)
+    if tq is not None:
+        return tq.module
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+def _outputs_covered(gm: GraphModule, compared: set[str]) -> bool:
+    flat = _graph_outputs(gm)
+    return bool(flat) and all(_output_node_name(i) in compared
+                              or (isinstance(o, Node) and o.target == _DQT and isinstance(o.args[0], Node) and o.args[0].name in compared)
+                              for i, o in enumerate(flat))
 
 
 def _row(qmodel: QuantizedModel, n: Node, acc: _Acc, runtime_name: str | None, missing: bool, tolerance: float) -> LayerParity:
@@ -241,6 +305,10 @@ def _row(qmodel: QuantizedModel, n: Node, acc: _Acc, runtime_name: str | None, m
         return LayerParity(**common, runtime_tensor=None, status="not_exposed")
     if acc.detail:
         return LayerParity(**common, runtime_tensor=runtime_name, status="grid", max_steps=acc.max_steps, detail=acc.detail)
+    return _judged(common, runtime_name, acc, tolerance)
+
+
+def _judged(common: dict[str, Any], runtime_name: str, acc: _Acc, tolerance: float) -> LayerParity:
     cum = torch.cumsum(acc.hist, 0)
     bulk = float(torch.searchsorted(cum, (1.0 - OUTLIER_FRACTION) * acc.total).item()) if acc.total else 0.0
     status: Status = "diverged" if bulk > tolerance + 1e-3 else "ok"

@@ -104,12 +104,14 @@ class LayerParityEntry(_Strict):
     compared: int = Field(..., description="Quantized tensors compared.")
     max_lsb_error: Num | None = Field(..., description="Worst layer's 99.9th-percentile difference (steps), the gated figure; "
                                       "null when a tensor is missing or on another grid.")
-    outputs_covered: bool = Field(..., description="Every model output is the dequantized value of a compared tensor; "
-                                  "when not, the end-to-end difference is gated too (within end_to_end_bound_lsb).")
+    outputs_covered: bool = Field(..., description="Every model output is the dequantized value of a compared tensor or a float "
+                                  "output compared fed the runtime's last quantized tensors (row output_<i>); when not, the "
+                                  "end-to-end difference is gated too (within end_to_end_bound_lsb).")
     end_to_end_bound_lsb: Num = Field(..., description="End-to-end difference typical of this depth when every layer is within "
                                       "the tolerance (qconvert.verify.gates.end_to_end_bound); reported, not gated.")
     first_divergence: FirstDivergence | None = Field(..., description="First layer in graph order that fails; null when none.")
-    layers: list[LayerParityRow] = Field(..., description="Every activation quantize node, in graph order.")
+    layers: list[LayerParityRow] = Field(..., description="Every activation quantize node, in graph order, then each float "
+                                         "output computed after them (node output_<i>).")
 
 
 class BatchLatency(_Strict):
