@@ -19,7 +19,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from qconvert.core.bias_correction import bias_param, corrected_layers, folded_reference
-from qconvert.core.graph import attr_of
+from qconvert.core.graph import arg_float, attr_of
 
 __all__ = ["correct_biases_analytic"]
 
@@ -75,7 +75,7 @@ def _input_mean(node: object, graph: GraphModule, depth: int = 0) -> torch.Tenso
         if pre is None:
             return None
         lo, hi = (0.0, math.inf) if node.target in _RELU else (
-            (0.0, 6.0) if node.target == aten.relu6.default else (float(node.args[1]), float(node.args[2])))  # type: ignore[arg-type]
+            (0.0, 6.0) if node.target == aten.relu6.default else (arg_float(node, 1), arg_float(node, 2)))
         return pre.clipped_mean(lo, hi)
     if node.target in _SAME_MEAN:
         return _input_mean(node.args[0], graph, depth + 1)
@@ -87,7 +87,7 @@ def _input_mean(node: object, graph: GraphModule, depth: int = 0) -> torch.Tenso
 
 def _dequantized_weight(qgm: GraphModule, dq: Node) -> torch.Tensor:
     args = tuple(attr_of(qgm, a.target) if isinstance(a, Node) else a for a in dq.args)
-    return dq.target(*args, **dq.kwargs).double()  # type: ignore[operator]
+    return dq.target(*args, **dq.kwargs).double()  # type: ignore[operator]  # fx types a call_function target as str too
 
 
 def _mean_shift(node: Node, float_node: Node, dw: torch.Tensor, mean_in: torch.Tensor) -> torch.Tensor | None:
@@ -100,7 +100,7 @@ def _mean_shift(node: Node, float_node: Node, dw: torch.Tensor, mean_in: torch.T
         return None
     spatial = [int(d) for d in val.shape[2:]]
     x = mean_in.reshape(1, -1, *([1] * len(spatial))).expand(1, mean_in.numel(), *spatial)
-    out = node.target(x, dw, None, *node.args[3:])  # type: ignore[operator]
+    out = node.target(x, dw, None, *node.args[3:])  # type: ignore[operator]  # fx types a call_function target as str too
     return out.mean(dim=[d for d in range(out.dim()) if d != 1]).reshape(-1)
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
-from qconvert.core.graph import OpKind, attr_of, op_kind
+from qconvert.core.graph import OpKind, arg_float, attr_of, op_kind
 from qconvert.core.walk import Chunks, walk
 from qconvert.errors import DataError
 
@@ -64,7 +64,7 @@ def bias_param(gm: GraphModule, node: Node) -> BiasParam | None:
     src, scale = bias.args[0], bias.args[1]
     if not (isinstance(src, Node) and src.op == "get_attr"):
         return None
-    scale_t = attr_of(gm, scale.target) if isinstance(scale, Node) else torch.tensor([float(scale)])  # type: ignore[arg-type]
+    scale_t = attr_of(gm, scale.target) if isinstance(scale, Node) else torch.tensor([arg_float(bias, 1)])
     return BiasParam(gm, str(src.target), scale_t)
 
 

@@ -92,7 +92,7 @@ def _flatten_graph_outputs(gm: GraphModule, expected: int) -> None:
     codegen = gm.graph._codegen
     info = getattr(codegen, "pytree_info", None)
     if info is not None:
-        codegen.pytree_info = info._replace(out_spec=torch.utils._pytree.tree_structure(tuple(range(expected))))  # type: ignore[attr-defined]
+        codegen.pytree_info = info._replace(out_spec=torch.utils._pytree.tree_structure(tuple(range(expected))))  # type: ignore[attr-defined]  # torch's private codegen
     gm.recompile()
 
 

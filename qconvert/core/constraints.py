@@ -78,7 +78,7 @@ class QuantConstraints:
         max_bits = self.max_weight_bits if weight else self.max_activation_bits
         wide = not weight and s.bits > 8 and self.wide_activation_modes is not None
         if wide:
-            modes = self.wide_activation_modes  # type: ignore[assignment]
+            modes = self.wide_activation_modes  # type: ignore[assignment]  # not None: ``wide`` checked it
         if s.mode not in modes:
             to = "sym" if "sym" in modes else min(modes)
             what = f" at {s.bits} bits" if wide else ""

@@ -115,6 +115,6 @@ def _weights(q: Annotator, node: Node, module: str, weights: list[Any]) -> None:
 def _rnn_weights(node: Node) -> list[Any]:
     """The input-hidden and hidden-hidden matrices of aten.lstm/gru's flat parameter list
     (per layer and direction: w_ih, w_hh, then b_ih, b_hh when it has biases)."""
-    params = list(node.args[2])  # type: ignore[arg-type]
+    params = list(node.args[2])  # type: ignore[arg-type]  # a list of weight nodes in the aten.lstm/gru schema
     stride = 4 if node.args[3] else 2
     return [p for i, p in enumerate(params) if i % stride < 2]

@@ -91,7 +91,7 @@ def _run(gm: GraphModule, node: Node, env: dict[Node, Any]) -> Any:
     args = _map(node.args, lambda a: env[a] if isinstance(a, Node) else a)
     kwargs = _map(node.kwargs, lambda a: env[a] if isinstance(a, Node) else a)
     if node.op == "call_function":
-        fn: Callable[..., Any] = node.target  # type: ignore[assignment]
+        fn: Callable[..., Any] = node.target  # type: ignore[assignment]  # fx types a call_function target as str too
     elif node.op == "call_module":
         fn = gm.get_submodule(str(node.target))
     else:

@@ -77,15 +77,15 @@ def _io_taps(name: str, m: nn.Module, book: TapBook) -> tuple[nn.Module | None, 
 
 
 def _twin_of(name: str, m: nn.Module, qnn: object, book: TapBook) -> nn.Module | None:
-    convs = (qnn.QuantConv1d, qnn.QuantConv2d, qnn.QuantConv3d)  # type: ignore[attr-defined]
-    if isinstance(m, (*convs, qnn.QuantLinear)):  # type: ignore[attr-defined]
+    convs = (qnn.QuantConv1d, qnn.QuantConv2d, qnn.QuantConv3d)  # type: ignore[attr-defined]  # qnn: brevitas.nn, passed in
+    if isinstance(m, (*convs, qnn.QuantLinear)):  # type: ignore[attr-defined]  # as above
         itap, otap = _io_taps(name, m, book)
         wtap = book.tap(grid_of(m.weight_quant, weight=True), f"{name}.weight_quant", "weight")
         bias = m.bias.detach() if m.bias is not None else None
-        if isinstance(m, qnn.QuantLinear):  # type: ignore[attr-defined]
+        if isinstance(m, qnn.QuantLinear):  # type: ignore[attr-defined]  # as above
             return TappedLinear(m.weight.detach(), bias, False, wtap, otap, itap)
         return TappedConv(m, m.weight.detach(), bias, False, wtap, otap, itap)
-    acts = {qnn.QuantReLU: nn.ReLU, qnn.QuantIdentity: nn.Identity}  # type: ignore[attr-defined]
+    acts = {qnn.QuantReLU: nn.ReLU, qnn.QuantIdentity: nn.Identity}  # type: ignore[attr-defined]  # as above
     for cls, plain in acts.items():
         if type(m) is cls:
             itap, _ = _io_taps(name, m, book)

@@ -82,5 +82,5 @@ def open_source(model: nn.Module) -> SourceModel:
             if grid is None and why != "disabled":
                 book.notes.append(f"{where}: {why}; not imported")
             role = "weight" if name.startswith("weight") else "activation"
-            setattr(parent, name, book.tap(grid, where, role) or nn.Identity())  # type: ignore[arg-type]
+            setattr(parent, name, book.tap(grid, where, role) or nn.Identity())  # type: ignore[arg-type]  # role: one of the two literals above
     return SourceModel(TOOL, reference, twin.eval(), book.records(), tuple(book.notes))

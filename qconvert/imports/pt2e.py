@@ -80,9 +80,9 @@ def _grid(gm: GraphModule, dq: Node) -> Grid:
     if dq.target == _qd.dequantize_per_channel.default:
         _, scale, zp, axis, qmin, qmax = dq.args[:6]
         s, z = _value(gm, scale).reshape(-1), _value(gm, zp).reshape(-1)
-        return Grid(tuple(s.double().tolist()), tuple(int(v) for v in z.round().tolist()), int(qmin), int(qmax), int(axis))  # type: ignore[arg-type]
+        return Grid(tuple(s.double().tolist()), tuple(int(v) for v in z.round().tolist()), int(qmin), int(qmax), int(axis))  # type: ignore[arg-type]  # ints in the op schema
     _, scale, zp, qmin, qmax = dq.args[:5]
-    return Grid((float(_value(gm, scale).reshape(-1)[0]),), (int(_value(gm, zp).reshape(-1)[0]),), int(qmin), int(qmax))  # type: ignore[arg-type]
+    return Grid((float(_value(gm, scale).reshape(-1)[0]),), (int(_value(gm, zp).reshape(-1)[0]),), int(qmin), int(qmax))  # type: ignore[arg-type]  # ints in the op schema
 
 
 def _taps_for_qdq(gm: GraphModule, book: TapBook) -> None:
@@ -100,7 +100,7 @@ def _taps_for_qdq(gm: GraphModule, book: TapBook) -> None:
         else:
             book.notes.append(f"{dq.name}: dequantizes a tensor that is neither quantized in the graph nor stored; left as is")
             continue
-        tap = book.tap(grid, where, role)  # type: ignore[arg-type]
+        tap = book.tap(grid, where, role)  # type: ignore[arg-type]  # role: "weight" or "activation" by construction
         assert tap is not None
         with g.inserting_before(dq):
             node = g.call_function(torch.ops.qconvert.tap.default, (tensor, tap.index))
@@ -115,7 +115,7 @@ def _float_weight(gm: GraphModule, stored: Node, dq: Node) -> Node:
     """A float parameter holding the dequantized weight (the exact grid values), read by a get_attr."""
     with torch.no_grad():
         args = [_value(gm, a) if isinstance(a, Node) else a for a in dq.args]
-        w = dq.target(*args).detach().clone()  # type: ignore[operator]
+        w = dq.target(*args).detach().clone()  # type: ignore[operator]  # fx types a call_function target as str too
     name = f"{str(stored.target).replace('.', '_')}_float"
     gm.register_parameter(name, nn.Parameter(w, requires_grad=False))
     with gm.graph.inserting_before(dq):

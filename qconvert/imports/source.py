@@ -78,7 +78,7 @@ def resolve(source: SourceModel, sites: list[TapSite]) -> ImportedQuant:
         if site.key in tensors and tensors[site.key].grid != rec.grid:
             notes.append(f"tensor '{site.key}': quantized twice in the source ({tensors[site.key].source}, {rec.source}); "
                          f"the grid of {rec.source} is used")
-        tensors[site.key] = ImportedTensor(site.key, site.role, site.module, rec.grid, rec.source)  # type: ignore[arg-type]
+        tensors[site.key] = ImportedTensor(site.key, site.role, site.module, rec.grid, rec.source)  # type: ignore[arg-type]  # site.role: "weight" or "activation" by construction
     seen = {s.index for s in sites}
     notes += [f"{r.source}: its tensor is not in the captured graph; not imported" for r in source.quantizers if r.index not in seen]
     return ImportedQuant(source.tool, tuple(tensors.values()), tuple(notes))

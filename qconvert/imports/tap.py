@@ -15,7 +15,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from qconvert.core.capture import Captured, capture, graph_fingerprint
-from qconvert.core.graph import OpKind, module_of, op_kind
+from qconvert.core.graph import OpKind, arg_node, module_of, op_kind
 
 __all__ = ["Tap", "TapSite", "capture_tapped", "strip_taps"]
 
@@ -56,7 +56,7 @@ class TapSite:
 
 def _real_input(node: Node) -> Node:
     while node.op == "call_function" and node.target == torch.ops.qconvert.tap.default:
-        node = node.args[0]  # type: ignore[assignment]
+        node = arg_node(node, 0)
     return node
 
 

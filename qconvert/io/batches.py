@@ -101,13 +101,13 @@ class StreamedDataset(Dataset):
         self._first = self._convert(next(self._raw(), None))
 
     @cached_property
-    def size(self) -> int:  # type: ignore[override]
+    def size(self) -> int:  # type: ignore[override]  # a cached property for what Dataset computes at init
         """Samples in one pass: a DataLoader's sampler length when it keeps every batch, else counted in one pass."""
         src = self._source.source
         sampler = getattr(src, "sampler", None)  # a DataLoader: its sampler says how many samples one pass yields
         if getattr(src, "dataset", None) is not None and hasattr(sampler, "__len__") and not getattr(src, "drop_last", False) \
                 and getattr(src, "batch_size", None) is not None:
-            return len(sampler)  # type: ignore[arg-type]
+            return len(sampler)  # type: ignore[arg-type]  # has __len__, checked above
         return sum(len(self._convert(raw).inputs[0]) for raw in self._raw())
 
     @property

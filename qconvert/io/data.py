@@ -37,7 +37,7 @@ class Dataset:
                  labels: np.ndarray | None, preprocess: Preprocess | None, input_names: tuple[str, ...]) -> None:
         self.path, self._arrays, self._images = path, arrays, images
         self.labels, self._preprocess, self.input_names = labels, preprocess, input_names
-        self.size = len(images) if images is not None else len(next(iter(arrays.values())))  # type: ignore[union-attr]
+        self.size = len(images) if images is not None else len(next(iter(arrays.values())))  # type: ignore[union-attr]  # one of the two is given
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
         n = self.size if limit is None else min(limit, self.size)

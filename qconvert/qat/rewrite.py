@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import OpKind, attr_of, op_kind
+from qconvert.core.graph import OpKind, arg_node, attr_of, op_kind
 from qconvert.core.observer import QObserver
 from qconvert.errors import CaptureError
 from qconvert.qat.convbn import ConvBnQAT
@@ -70,7 +70,7 @@ class _Rewriter:
             if not (isinstance(conv, Node) and op_kind(conv) == OpKind.WEIGHTED and len(conv.users) == 1):
                 raise RuntimeError(f"BatchNorm '{bn.name}' was folded into something that is not a lone convolution")
             args = list(bn.args) + [None] * (9 - len(bn.args))
-            module = ConvBnQAT(conv.target, tuple(conv.args[3:]), float(args[6] if args[6] is not None else 0.1),  # type: ignore[arg-type]
+            module = ConvBnQAT(conv.target, tuple(conv.args[3:]), float(args[6] if args[6] is not None else 0.1),  # type: ignore[arg-type]  # numbers in the op schema
                                float(args[7] if args[7] is not None else 1e-5), None)
             name = f"qat_convbn_{len(self.convbn)}"
             self.gm.add_submodule(name, module)
@@ -115,7 +115,7 @@ class _Rewriter:
         if len(node.users) != 1:
             raise CaptureError(f"weight '{obs.spec.key}' is used by {len(node.users)} layers; QAT quantizes each weight for one layer")
         (user,) = node.users
-        weight = attr_of(self.prepared, str(node.args[0].target))  # type: ignore[union-attr]
+        weight = attr_of(self.prepared, str(arg_node(node, 0).target))
         channels = weight.shape[obs.ch_axis] if obs.ch_axis is not None else 1
         if user.name in self.convbn:
             _, module = self.convbn[user.name]
@@ -150,14 +150,14 @@ class _Rewriter:
             if node.name in self.convbn:
                 module = self.convbn[node.name][1]
                 assert module.weight_fq is not None
-                module.bias_fq = BiasFakeQuant(act, module.weight_fq)  # type: ignore[arg-type]
+                module.bias_fq = BiasFakeQuant(act, module.weight_fq)  # type: ignore[arg-type]  # fake quantizers: nn.Module to mypy
                 continue
             weight = self.gm.get_submodule(self.fq_names[id(self.modules[str(w_obs.target)])])
             consumer = self.nodes[node.name]
             b = consumer.args[2]
             assert isinstance(b, Node)
             name = f"qat_bias_{sum(1 for n, _ in self.gm.named_children() if n.startswith('qat_bias_'))}"
-            self.gm.add_submodule(name, BiasFakeQuant(act, weight))  # type: ignore[arg-type]
+            self.gm.add_submodule(name, BiasFakeQuant(act, weight))  # type: ignore[arg-type]  # as above
             with self.gm.graph.inserting_before(consumer):
                 bq = self.gm.graph.call_module(name, (b,))
             consumer.replace_input_with(b, bq)

@@ -115,7 +115,7 @@ def _resolve(value: Any, env: dict[Node, Any], const: dict[Node, Any]) -> Any:
 def _run_node(gm: GraphModule, n: Node, env: dict[Node, Any], const: dict[Node, Any]) -> Any:
     args, kwargs = _resolve(n.args, env, const), _resolve(n.kwargs, env, const)
     if n.op == "call_function":
-        return n.target(*args, **kwargs)  # type: ignore[operator]
+        return n.target(*args, **kwargs)  # type: ignore[operator]  # fx types a call_function target as str too
     if n.op == "call_module":
         return gm.get_submodule(str(n.target))(*args, **kwargs)
     obj, *rest = args

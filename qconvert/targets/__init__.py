@@ -36,7 +36,7 @@ from qconvert.targets.speed import FastTypes
 if TYPE_CHECKING:
     from qconvert.core.accumulator import signed_bits
     from qconvert.core.capture import Captured
-    from qconvert.core.graph import OpKind, attr_of, module_of, op_kind
+    from qconvert.core.graph import OpKind, arg_float, arg_int, arg_node, attr_of, module_of, op_kind
     from qconvert.core.quantize import QuantizedModel
     from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
     from qconvert.verify.timing import interleaved_ms
@@ -73,6 +73,9 @@ __all__ = [
     "TargetUnavailableError",
     "TensorQuant",
     "Violation",
+    "arg_float",
+    "arg_int",
+    "arg_node",
     "attr_of",
     "interleaved_ms",
     "module_of",
@@ -85,6 +88,9 @@ _LAZY = {
     "QuantizedModel": "qconvert.core.quantize",
     "Captured": "qconvert.core.capture",
     "OpKind": "qconvert.core.graph",
+    "arg_float": "qconvert.core.graph",
+    "arg_int": "qconvert.core.graph",
+    "arg_node": "qconvert.core.graph",
     "attr_of": "qconvert.core.graph",
     "module_of": "qconvert.core.graph",
     "op_kind": "qconvert.core.graph",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.targets import attr_of
+from qconvert.targets import arg_float, arg_int, arg_node, attr_of
 
 __all__ = ["dynamic_linear_count", "replace_dynamic_linears", "translation_table"]
 
@@ -92,17 +92,17 @@ def _is_dynamic_linear(n: Node) -> bool:
     if n.target != torch.ops.aten.linear.default or getattr(n.args[0], "target", None) != _DQ_DYN:
         return False
     w = n.args[1]
-    return isinstance(w, Node) and w.target in (_DQ_CH, _DQ) and w.args[0].op == "get_attr"  # type: ignore[union-attr]
+    return isinstance(w, Node) and w.target in (_DQ_CH, _DQ) and isinstance(w.args[0], Node) and w.args[0].op == "get_attr"
 
 
 def _weight(gm: GraphModule, dq: Node) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """int8 weight transposed to [in, out], with per-output scales and zero points (MatMulInteger's B)."""
-    codes = attr_of(gm, dq.args[0].target)  # type: ignore[union-attr]
+    codes = attr_of(gm, arg_node(dq, 0).target)
     out = codes.shape[0]
     if dq.target == _DQ_CH:
         scale, zp = _value(gm, dq.args[1]), _value(gm, dq.args[2])
     else:
-        scale, zp = torch.full((out,), float(dq.args[1])), torch.full((out,), int(dq.args[2]))  # type: ignore[arg-type]
+        scale, zp = torch.full((out,), arg_float(dq, 1)), torch.full((out,), arg_int(dq, 2))
     return codes.t().contiguous(), scale.float().reshape(out), zp.to(codes.dtype).reshape(out)
 
 

@@ -79,7 +79,7 @@ class _Corrupting(OnnxTarget):
         self.tensor = ""
 
     def emit(self, qmodel: object, out_dir: Path, options: TargetOptions) -> Artifact:
-        artifact = super().emit(qmodel, out_dir, options)  # type: ignore[arg-type]
+        artifact = super().emit(qmodel, out_dir, options)  # type: ignore[arg-type]  # the options it was given
         self.tensor = drop_pair(artifact.path) if self.defect == "drop" else corrupt_scale(artifact.path, self.defect)
         return artifact
 

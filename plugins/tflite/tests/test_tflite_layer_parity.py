@@ -67,7 +67,7 @@ def test_deep_net_per_layer_and_a_corrupted_scale(data: dict[str, Path]) -> None
     mapping = artifact.extra["quantized_tensors"]
     victim_node = list(mapping)[len(mapping) // 2]
 
-    class Corrupting(type(healthy)):  # type: ignore[misc]
+    class Corrupting(type(healthy)):  # type: ignore[misc]  # the installed plugin's class, found at run time
         def emit(self, qmodel: object, out_dir: Path, options: TargetOptions) -> Artifact:
             art = super().emit(qmodel, out_dir, options)
             corrupt_scale(art.path, art.extra["quantized_tensors"][victim_node]["index"])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from qconvert.targets import attr_of, module_of
+from qconvert.targets import arg_node, attr_of, module_of
 
 __all__ = ["ClipRange", "activation_quantizers", "clip_model"]
 
@@ -77,8 +77,8 @@ def clip_model(qgraph: GraphModule) -> tuple[GraphModule, list[ClipRange]]:
     for q, rng in activation_quantizers(gm):
         with graph.inserting_after(q):
             clip = graph.call_function(torch.ops.aten.clamp.default, (q.args[0], rng.lo, rng.hi))
-        clip.name = f"clip_{q.args[0].name}"  # type: ignore[union-attr]
-        clip.meta = dict(q.args[0].meta)  # type: ignore[union-attr]
+        clip.name = f"clip_{arg_node(q, 0).name}"
+        clip.meta = dict(arg_node(q, 0).meta)
         for dq in list(q.users):
             dq.replace_all_uses_with(clip)
             graph.erase_node(dq)
@@ -103,7 +103,7 @@ def _replace_constant_dequantize(gm: GraphModule, dq: Node) -> None:
     """Fold ``dequantize(int constant)`` into a float constant (a weight or bias on its grid)."""
     args = [_value(gm, a) for a in dq.args]
     with torch.no_grad():
-        value = dq.target(*args, **dq.kwargs)  # type: ignore[operator]
+        value = dq.target(*args, **dq.kwargs)  # type: ignore[operator]  # fx types a call_function target as str too
     name = _constant_name(gm, dq)
     gm.register_buffer(name, value.contiguous())
     with gm.graph.inserting_before(dq):

@@ -129,7 +129,8 @@ def convs_without_bn(gm: GraphModule) -> tuple[LintFinding, ...]:
         users = list(n.users)
         if len(users) == 1 and users[0].target in _BATCH_NORMS:
             continue
-        depthwise = _groups(n) > 1 and _weight(gm, n) is not None and _weight(gm, n).shape[1] == 1  # type: ignore[union-attr]
+        w = _weight(gm, n)
+        depthwise = _groups(n) > 1 and w is not None and w.shape[1] == 1
         kind = "depthwise convolution" if depthwise else "convolution"
         out.append(LintFinding("conv_without_bn", module_of(n), f"{kind} '{_shown(module_of(n))}' has no BatchNorm after it"
                                + ("; TI: no exception for depthwise layers" if depthwise else "")))
@@ -183,5 +184,5 @@ def _bn_scale(gm: GraphModule, layer: Node, channels: int) -> torch.Tensor:
         gamma, var = _attr(gm, bn.args[1]), _attr(gm, bn.args[4])
         eps = bn.args[7] if bn.target == aten.batch_norm.default else bn.args[6]
         if gamma is not None and var is not None:
-            return gamma.detach().float() / torch.sqrt(var.detach().float() + float(eps))  # type: ignore[arg-type]
+            return gamma.detach().float() / torch.sqrt(var.detach().float() + float(eps))  # type: ignore[arg-type]  # a number in the batch_norm schema
     return torch.ones(channels)

@@ -126,7 +126,7 @@ def test_arm_target_without_toolchain_writes_relax_module_and_objects(tvm_qmodel
     assert not art.runnable and "no cross toolchain for aarch64" in art.notes[0]
     with tarfile.open(art.path) as tar:
         objects = [m for m in tar.getmembers() if m.name.endswith(".o")]
-        assert objects and all(_elf_machine(tar.extractfile(m).read(20)) == AARCH64 for m in objects)  # type: ignore[union-attr]
+        assert objects and all(_elf_machine(tar.extractfile(m).read(20)) == AARCH64 for m in objects)  # type: ignore[union-attr]  # regular members
     relax_module = tvm.ir.load_json((tmp_path / "model.relax.json").read_text())
     assert "main" in [gv.name_hint for gv in relax_module.get_global_vars()]
     assert target.latency(tvm_qmodel, art, options, (1, 16)) is None  # nothing runs here to time
