@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from qconvert.core.graph import OpKind, attr_of, module_of, op_kind
+from qconvert.core.graph import OpKind, arg_float, arg_int, arg_node, attr_of, module_of, op_kind
 from qconvert.core.policy import QuantPolicy
 
 __all__ = ["ARITHMETICS", "IntegerLayer", "integer_simulation", "quantize_multiplier", "requantize_fp32", "requantize_gemmlowp"]
@@ -97,6 +97,11 @@ class _Layer:
 
 class IntegerLayer(nn.Module):
     """One conv/linear on integer inputs with a device's requantization; returns the dequantized output."""
+
+    # buffers, registered in __init__ (declared here for their type)
+    scale: torch.Tensor
+    multiplier: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, op: Any, layer: _Layer, rest: tuple[Any, ...], arithmetic: str) -> None:
         super().__init__()
@@ -177,8 +182,8 @@ def _read(gm: GraphModule, conv: Node) -> _Layer | None:
     channels = weight.shape[0]
     if w_scale.numel() not in (1, channels):
         return None
-    return _Layer(conv, x_dq.args[0], float(x_dq.args[1]), int(x_dq.args[2]), weight, w_scale.expand(channels).clone(),
-                  bias if isinstance(bias, torch.Tensor) else None, float(q.args[1]), int(q.args[2]), int(q.args[3]), int(q.args[4]))
+    return _Layer(conv, arg_node(x_dq, 0), arg_float(x_dq, 1), arg_int(x_dq, 2), weight, w_scale.expand(channels).clone(),
+                  bias if isinstance(bias, torch.Tensor) else None, arg_float(q, 1), arg_int(q, 2), arg_int(q, 3), arg_int(q, 4))
 
 
 def integer_simulation(converted: GraphModule, policy: QuantPolicy) -> tuple[GraphModule | None, tuple[str, ...]]:

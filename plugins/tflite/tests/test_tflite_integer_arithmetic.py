@@ -23,7 +23,7 @@ from qconvert.recipe.model import Requantize
 from qconvert.targets.base import Artifact
 
 
-def _target():  # type: ignore[no-untyped-def]
+def _target():
     from qconvert_tflite import TFLiteTarget
 
     target = TFLiteTarget()
