@@ -126,9 +126,9 @@ class IntegerLayer(nn.Module):
         x = x_q.to(torch.float64) - self.x_zp
         acc = torch.round(self.op(x, self.weight, self.bias, *self.rest)).to(torch.int64)
         if self.arithmetic == "fp32":
-            q = requantize_fp32(acc, self.scale.view(self.shape))
+            q = requantize_fp32(acc, self.get_buffer("scale").view(self.shape))
         else:
-            q = requantize_gemmlowp(acc, self.multiplier.view(self.shape), self.shift.view(self.shape))
+            q = requantize_gemmlowp(acc, self.get_buffer("multiplier").view(self.shape), self.get_buffer("shift").view(self.shape))
         q = torch.clamp(q + self.out_zp, self.qmin, self.qmax)
         return ((q - self.out_zp).to(torch.float32) * self.out_scale).to(torch.float32)
 
