@@ -45,7 +45,7 @@ def test_tflite_bounds_seven_bit_activations_to_their_range(tmp_path: Path) -> N
     # within one output step of the simulation over all 500 held-out digits (7 steps before the bounds)
     assert entry["vs_simulation"]["max_lsb_error"] <= 1.0 + 1e-4, entry["vs_simulation"]
     manifest = json.loads((tmp_path / "OUT" / "tflite" / "manifest.json").read_text())
-    assert manifest["artifact"]["extra"]["narrow_range_bounds"] >= 8  # input, 6 layers, pool, logits
+    assert manifest["artifact"]["details"]["narrow_range_bounds"] >= 8  # input, 6 layers, pool, logits
     assert any("bounded to their own range" in n for n in entry["notes"])
     # per-layer parity reads the bounded tensors, not the raw kernel outputs before them
     layers = [r for r in entry["layer_parity"]["layers"] if r.get("runtime_tensor")]
@@ -70,4 +70,4 @@ def test_tvm_clips_seven_bit_activations_to_their_range(tmp_path: Path) -> None:
     entry = _build(tmp_path, "tvm", 7)["targets"]["tvm"]
     assert entry["vs_simulation"]["max_lsb_error"] <= 1.0 + 1e-4, entry["vs_simulation"]
     manifest = json.loads((tmp_path / "OUT" / "tvm" / "manifest.json").read_text())
-    assert manifest["artifact"]["extra"]["narrow_range_clips"] >= 8
+    assert manifest["artifact"]["details"]["narrow_range_clips"] >= 8

@@ -37,6 +37,24 @@ def test_real_manifest_validates_against_schema_and_reads_back_identical(onnx_bu
     assert m.target == "onnx" and (onnx_build / "onnx" / m.artifact.main_file).is_file()
 
 
+def test_manifest_details_are_the_plugins_typed_model_and_older_manifests_still_read(onnx_build: Path, tmp_path: Path) -> None:
+    from qconvert_onnx.details import OnnxDetails
+
+    from qconvert.errors import BadInputError
+    from qconvert.verify.manifest import read_artifact
+
+    artifact = read_artifact(onnx_build / "onnx", OnnxDetails)
+    assert isinstance(artifact.details, OnnxDetails) and artifact.details.quantized_tensors
+    old = json.loads((onnx_build / "onnx" / "manifest.json").read_text())
+    old["artifact"]["extra"] = old["artifact"].pop("details")  # as written before the details were typed
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    assert read_artifact(tmp_path, OnnxDetails).details == artifact.details
+    old["artifact"]["extra"]["opset"] = "seventeen"
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(BadInputError, match="artifact.details do not fit target 'onnx'"):
+        read_artifact(tmp_path, OnnxDetails)
+
+
 def test_report_json_reads_back_into_the_same_typed_report(onnx_build: Path) -> None:
     text = (onnx_build / "report.json").read_text()
     report = Report.model_validate_json(text)

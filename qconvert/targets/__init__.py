@@ -20,6 +20,7 @@ from qconvert.recipe.model import Mode, Recipe
 from qconvert.targets.base import (
     API_VERSION,
     Artifact,
+    ArtifactDetails,
     Availability,
     CheckContext,
     DeviceFigures,
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_PLACEMENT",
     "AccuracyAccumulator",
     "Artifact",
+    "ArtifactDetails",
     "Availability",
     "BadInputError",
     "Captured",

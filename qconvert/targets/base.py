@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from qconvert.targets.intermediates import Intermediates
     from qconvert.verify.references import FloatReferences
 
-__all__ = ["API_VERSION", "Artifact", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "ExtraResults", "Latency", "NoOptions",
-           "Target", "TargetOptions"]
+__all__ = ["API_VERSION", "Artifact", "ArtifactDetails", "Availability", "CheckContext", "DeviceFigures", "ExtraChecks", "ExtraResults",
+           "Latency", "NoOptions", "Target", "TargetOptions"]
 
 
 class TargetOptions(BaseModel):
@@ -67,6 +67,24 @@ class Availability:
         return cls(True)
 
 
+class ArtifactDetails(BaseModel):
+    """What a plugin's ``emit`` records about its artifact for its own ``run``, ``latency`` and intermediates,
+    kept in manifest.json as ``artifact.details`` (where ``qconvert verify`` reads it back on a board).
+
+    Each plugin subclasses it with typed fields (and ``extra="forbid"``) and names the subclass as its
+    ``Target.Details``; the manifest reader validates the stored details with that class. The base keeps
+    unknown fields, so a manifest can be read without the plugin (then its details are this base).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> Self:
+        """``artifact.details`` as this model (validated from the generic base where a reader did not know the plugin)."""
+        d = artifact.details
+        return d if isinstance(d, cls) else cls.model_validate(d.model_dump())
+
+
 @dataclass(frozen=True)
 class Artifact:
     """What ``emit`` wrote. ``runnable`` is False when the runtime cannot execute it
@@ -81,7 +99,8 @@ class Artifact:
     output_names: tuple[str, ...]
     runnable: bool = True
     notes: tuple[str, ...] = field(default=())
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The plugin's own typed record of the artifact (its ``Target.Details``), stored in the manifest.
+    details: ArtifactDetails = field(default_factory=ArtifactDetails)
     runs_in: str = ""
     #: Parity tolerance of this artifact in output steps, where it differs from the target's
     #: ``parity_tolerance_lsb`` (one target, several kernels: x86 vs qnnpack, static vs dynamic).
@@ -125,6 +144,8 @@ class Target(ABC, Generic[OptionsT]):
     Options: type[OptionsT] = NoOptions  # type: ignore[assignment]  # the default of Target[NoOptions]; others set their own
     #: The plugin API version this target was written against; must equal ``API_VERSION``.
     api_version: ClassVar[int]
+    #: The model of ``Artifact.details`` this target's ``emit`` writes and its ``run`` reads back from a manifest.
+    Details: ClassVar[type[ArtifactDetails]] = ArtifactDetails
     #: Tolerance of artifact vs simulation, in output quantization steps.
     parity_tolerance_lsb: ClassVar[float] = 1.0
 

@@ -321,7 +321,7 @@ class Conformance:
         assert m.target == self.target_name and m.runtime
         assert runnable_target.parse_options(m.target_options) == runnable_target.Options()
         assert recipe_hash(Recipe.model_validate(m.recipe)) == m.recipe_hash
-        artifact = m.artifact.artifact(build_dir)
+        artifact = m.artifact.artifact(build_dir, runnable_target.Details)
         assert artifact.path.is_file() and artifact.target == self.target_name
         assert len(m.model_outputs) == len(artifact.output_names) == 2, (m.model_outputs, artifact.output_names)
         assert 0 < m.tolerance.max_lsb <= pinned.tolerance_lsb
@@ -339,14 +339,14 @@ class Conformance:
         """``qconvert verify`` passes the build's folder without torch, and fails it once a golden output moves."""
         if pinned.runtime_is_torch:
             pytest.skip(pinned.runtime_is_torch)
-        if not read_artifact(build_dir).runnable:
+        if not read_artifact(build_dir, runnable_target.Details).runnable:
             pytest.skip(f"{self.target_name}: the artifact cannot run here, so the build wrote no golden files")
         ok = _verify_without_torch(build_dir)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert ok.stdout.splitlines()[0].endswith(": PASS")
         moved = tmp_path / self.target_name
         shutil.copytree(build_dir, moved)
-        golden = moved / "golden" / f"output_{read_artifact(moved).output_names[1]}.npy"
+        golden = moved / "golden" / f"output_{read_artifact(moved, runnable_target.Details).output_names[1]}.npy"
         step = read_manifest(moved).tolerance.output_steps[1]
         assert step is not None
         np.save(golden, np.load(golden) + np.float32(3 * pinned.tolerance_lsb * step))

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializeAsAny, ValidationError, model_validator
 
 from qconvert.errors import BadInputError
+from qconvert.targets.base import Artifact, ArtifactDetails
 from qconvert.verify.numbers import JsonFloat
 from qconvert.verify.report_schema import Comparison, OutputEntry
-
-if TYPE_CHECKING:
-    from qconvert.targets.base import Artifact
 
 __all__ = ["ArtifactRecord", "Manifest", "ManifestParity", "ManifestTolerance", "QuantizationEntry", "manifest_json_schema_text",
            "read_artifact", "read_manifest", "write_manifest"]
@@ -39,21 +36,39 @@ class ArtifactRecord(_Strict):
     output_names: list[str]
     runnable: bool = Field(..., description="Whether the runtime could execute it where it was built.")
     notes: list[str]
-    extra: dict[str, JsonValue] = Field(..., description="What the plugin records for its own run and latency.")
+    details: SerializeAsAny[ArtifactDetails] = Field(..., description="The plugin's own typed record of the artifact "
+                                                     "(its Target.Details), read back by its run and latency.")
     runs_in: str = Field("", description="What executed it where it was built, when not the target's own runtime.")
     tolerance_lsb: JsonFloat | None = Field(None, description="This artifact's parity tolerance where it differs from the target's.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: object) -> object:
+        """Manifests written before the details were typed call them ``extra``."""
+        if isinstance(data, dict) and "extra" in data and "details" not in data:
+            return {("details" if k == "extra" else k): v for k, v in data.items()}
+        return data
 
     @classmethod
     def of(cls, a: Artifact) -> ArtifactRecord:
         return cls(target=a.target, main_file=a.main_file, input_names=list(a.input_names), output_names=list(a.output_names),
-                   runnable=a.runnable, notes=list(a.notes), extra=a.extra, runs_in=a.runs_in, tolerance_lsb=a.tolerance_lsb)
+                   runnable=a.runnable, notes=list(a.notes), details=a.details, runs_in=a.runs_in, tolerance_lsb=a.tolerance_lsb)
 
-    def artifact(self, directory: Path) -> Artifact:
-        """The ``Artifact`` in ``directory`` (where this manifest lies)."""
-        from qconvert.targets.base import Artifact
+    def artifact(self, directory: Path, details: type[ArtifactDetails] = ArtifactDetails) -> Artifact:
+        """The ``Artifact`` in ``directory`` (where this manifest lies), its details validated as ``details``
+        (the target's ``Details``).
 
-        return Artifact(self.target, directory, self.main_file, tuple(self.input_names), tuple(self.output_names), self.runnable,
-                        tuple(self.notes), dict(self.extra), self.runs_in, self.tolerance_lsb)
+        Raises:
+            BadInputError: the details do not fit the target's model (a manifest of another version).
+        """
+        try:
+            typed = details.model_validate(self.details.model_dump())
+        except ValidationError as e:
+            raise BadInputError(f"{directory}/manifest.json: artifact.details do not fit target '{self.target}' "
+                                f"({_first_error(e)}); build again with this version") from e
+        return Artifact(target=self.target, directory=directory, main_file=self.main_file, input_names=tuple(self.input_names),
+                        output_names=tuple(self.output_names), runnable=self.runnable, notes=tuple(self.notes), details=typed,
+                        runs_in=self.runs_in, tolerance_lsb=self.tolerance_lsb)
 
 
 class ManifestTolerance(_Strict):
@@ -122,14 +137,17 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         return Manifest.model_validate_json(path.read_bytes())
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise BadInputError(f"{path}: not a qconvert manifest ({where}: {err['msg']}); {_FIX}") from e
+        raise BadInputError(f"{path}: not a qconvert manifest ({_first_error(e)}); {_FIX}") from e
 
 
-def read_artifact(directory: Path) -> Artifact:
-    """The artifact a build wrote into ``directory``, from its manifest.json."""
-    return read_manifest(directory).artifact.artifact(directory)
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+def read_artifact(directory: Path, details: type[ArtifactDetails] = ArtifactDetails) -> Artifact:
+    """The artifact a build wrote into ``directory``, from its manifest.json (details validated as ``details``)."""
+    return read_manifest(directory).artifact.artifact(directory, details)
 
 
 def manifest_json_schema_text() -> str:

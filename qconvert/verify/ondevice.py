@@ -103,7 +103,7 @@ def verify_artifact(directory: Path, registry: TargetRegistry, data: Path | None
     if name not in registry.names():
         raise TargetUnavailableError(f"{directory}: target '{name}' is not installed here; pip install its plugin (qconvert-{name}) and runtime")
     target = _load(registry, name)
-    artifact = manifest.artifact.artifact(directory)
+    artifact = manifest.artifact.artifact(directory, target.Details)
     if not artifact.path.is_file():
         raise BadInputError(f"{directory}: the artifact file {artifact.main_file} named in manifest.json is missing")
     inputs, expected, labels, source = _golden(directory, artifact) if data is None else _user_data(data, artifact)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qconvert.targets import Artifact, Availability, FastTypes, Latency, QuantConstraints, Target
+from qconvert_onnx.details import OnnxDetails
 from qconvert_onnx.options import OnnxOptions
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class OnnxTarget(Target[OnnxOptions]):
     description = "ONNX QDQ model, verified in onnxruntime"
     Options = OnnxOptions
     api_version = 1
+    Details = OnnxDetails
     parity_tolerance_lsb = 1.0
 
     def available(self) -> Availability:
@@ -79,8 +81,7 @@ class OnnxTarget(Target[OnnxOptions]):
     def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
         from qconvert_onnx.intermediates import run_with_intermediates
 
-        mapping = artifact.extra.get("quantized_tensors")
-        return None if mapping is None else run_with_intermediates(artifact.path, inputs, mapping)
+        return run_with_intermediates(artifact.path, inputs, OnnxDetails.of(artifact).quantized_tensors)
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: OnnxOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:

@@ -15,6 +15,7 @@ import torch
 from onnx import numpy_helper
 
 from qconvert.targets import Artifact, QuantizedModel
+from qconvert_onnx.details import OnnxDetails
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.intermediates import constant_values, map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions
@@ -150,11 +151,11 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         notes=((f"16-bit Q/DQ: opset {WIDE_QDQ_OPSET}; onnxruntime runs the 16-bit ops in float between DequantizeLinear and "
                 f"QuantizeLinear, so parity is judged within {WIDE_QDQ_TOLERANCE_LSB:g} steps"),) if wide else (),
         tolerance_lsb=WIDE_QDQ_TOLERANCE_LSB if wide else None,
-        extra={"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-               "weight_dequantize_nodes": weight_dequantize_count(model), "narrow_range_clips": clips,
-               "reduce_mean_as_global_pool": pools, "float_layers_kept_float": float_layers,
-               # simulation quantize node -> ONNX tensor, for per-layer parity (qconvert_onnx.intermediates)
-               "quantized_tensors": map_quantized_tensors(model, qmodel)},
+        details=OnnxDetails(opset=max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                            weight_dequantize_nodes=weight_dequantize_count(model), narrow_range_clips=clips,
+                            reduce_mean_as_global_pool=pools, float_layers_kept_float=float_layers,
+                            # simulation quantize node -> ONNX tensor, for per-layer parity (qconvert_onnx.intermediates)
+                            quantized_tensors=map_quantized_tensors(model, qmodel)),
     )
 
 

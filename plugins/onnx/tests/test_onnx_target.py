@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from qconvert_onnx import OnnxTarget
+from qconvert_onnx.details import OnnxDetails
 from qconvert_onnx.export import export_onnx_model, weight_dequantize_count
 from qconvert_onnx.options import OnnxOptions
 
@@ -156,7 +157,7 @@ def test_excluded_layers_between_quantized_ones_stay_float_in_onnxruntime(tmp_pa
     target = OnnxTarget()
     qm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)]), target.constraints(OnnxOptions()), "onnx")
     artifact = target.emit(qm, tmp_path, OnnxOptions())
-    assert artifact.extra["float_layers_kept_float"] == 2  # both excluded layers read a DequantizeLinear
+    assert OnnxDetails.of(artifact).float_layers_kept_float == 2  # both excluded layers read a DequantizeLinear
     int8, floats, float_ops = count_int8_nodes(str(artifact.path))
     assert (int8, floats) == (3, 2) and set(float_ops) <= {"Conv", "FusedConv", "Gemm", "FusedGemm", "Add"}
     with torch.no_grad():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qconvert.targets import Artifact, Availability, FastTypes, Latency, Placement, QuantConstraints, Target
+from qconvert_pytorch.details import PytorchDetails
 from qconvert_pytorch.options import PyTorchOptions
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class PyTorchTarget(Target[PyTorchOptions]):
     description = "int8 PyTorch (inductor/oneDNN .pt2 or TorchScript quantized modules), verified in torch"
     Options = PyTorchOptions
     api_version = 1
+    Details = PytorchDetails
     #: oneDNN and fbgemm match the simulation within 1 output step; each artifact declares its own
     #: tolerance (qnnpack and dynamic quantization differ more, see ``export.TOLERANCE_LSB``).
     parity_tolerance_lsb = 1.0
@@ -69,7 +71,8 @@ class PyTorchTarget(Target[PyTorchOptions]):
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         from qconvert_pytorch.runtime import run_pytorch
 
-        return run_pytorch(artifact.path, artifact.extra["lowering"], artifact.extra["backend"], artifact.input_names, inputs)
+        d = PytorchDetails.of(artifact)
+        return run_pytorch(artifact.path, d.lowering, d.backend, artifact.input_names, inputs)
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: PyTorchOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:

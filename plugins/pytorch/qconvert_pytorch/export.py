@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from qconvert.targets import Artifact, ConstraintError, QuantizedModel, RecipeError, TargetUnavailableError
+from qconvert_pytorch.details import PytorchDetails
 from qconvert_pytorch.engine import cpp_compiler, quantized_engine
 from qconvert_pytorch.lower import lower_to_quantized_modules
 from qconvert_pytorch.options import Lowering, PyTorchOptions
@@ -139,6 +140,6 @@ def emit_pytorch(qmodel: QuantizedModel, out_dir: Path, options: PyTorchOptions,
     return Artifact(
         target=target, directory=out_dir, main_file=main, input_names=qmodel.input_names,
         output_names=("output",) if outputs == 1 else tuple(f"output_{i}" for i in range(outputs)),
-        extra={"backend": options.backend, "lowering": lowering, "dynamic": is_dynamic(qmodel)}, notes=notes,
+        details=PytorchDetails(backend=options.backend, lowering=lowering, dynamic=is_dynamic(qmodel)), notes=notes,
         tolerance_lsb=DYNAMIC_TOLERANCE_LSB if is_dynamic(qmodel) else TOLERANCE_LSB[options.backend],
     )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from qconvert.targets import Artifact, Latency
+from qconvert_pytorch.details import PytorchDetails
 from qconvert_pytorch.engine import inductor_freezing, quantized_engine
 
 if TYPE_CHECKING:
@@ -67,10 +68,10 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, batch_sizes: tup
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if artifact.extra["lowering"] == "inductor":
+            if PytorchDetails.of(artifact).lowering == "inductor":
                 ms, counts = _compiled(qmodel, artifact.path, batch_sizes, budget_s)
             else:
-                ms, counts = _scripted(qmodel, artifact.path, artifact.extra["backend"], batch_sizes, budget_s)
+                ms, counts = _scripted(qmodel, artifact.path, PytorchDetails.of(artifact).backend, batch_sizes, budget_s)
     finally:
         torch.set_num_threads(threads)
     return Latency(f"{runtime}, {THREADS} thread(s)", batch_sizes, tuple(m["int8"] for m in ms), tuple(m["float"] for m in ms), *counts)

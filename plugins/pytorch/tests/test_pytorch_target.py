@@ -19,6 +19,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from qconvert_pytorch import PyTorchOptions, PyTorchTarget
+from qconvert_pytorch.details import PytorchDetails
 from qconvert_pytorch.engine import cpp_compiler, quantized_engine
 from qconvert_pytorch.export import resolve_lowering
 from torch.ao.nn import quantized as nnq
@@ -92,7 +93,7 @@ def test_digits_build_is_int8_within_one_step_and_half_a_point(digits_build: Pat
     assert t["vs_simulation"]["max_lsb_error"] <= 1.0 + 1e-4
     assert report["float"]["accuracy"] - t["accuracy"] <= 0.5
     manifest = json.loads((digits_build / "pytorch" / "manifest.json").read_text())
-    assert manifest["artifact"]["extra"] == {"backend": "x86", "lowering": "inductor", "dynamic": False}
+    assert manifest["artifact"]["details"] == {"backend": "x86", "lowering": "inductor", "dynamic": False}
 
 
 def test_report_has_latency_against_float_loaded_the_same_way(digits_build: Path, text_artifact: tuple) -> None:
@@ -198,7 +199,7 @@ def _lowered(qm: QuantizedModel, backend: str) -> torch.nn.Module:
 
 def test_dynamic_text_sample_keeps_accuracy_within_a_point(text_artifact: tuple) -> None:
     qm, data, art = text_artifact
-    assert art.extra == {"backend": "x86", "lowering": "quantized_modules", "dynamic": True} and art.tolerance_lsb == 4.0
+    assert art.details == PytorchDetails(backend="x86", lowering="quantized_modules", dynamic=True) and art.tolerance_lsb == 4.0
     (out,) = TARGET.run(art, {k: data[k] for k in qm.input_names})
     ref, sim = _float_and_sim(qm, TEXT, data)
     assert abs(_accuracy(ref, data["y"]) - _accuracy(out, data["y"])) <= 1.0
@@ -289,7 +290,7 @@ def test_without_a_cpp_compiler_auto_falls_back_to_quantized_modules(tmp_path: P
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
     qm, _ = _qmodel(DIGITS, PyTorchOptions())
     art = TARGET.emit(qm, tmp_path, PyTorchOptions())
-    assert art.main_file == "model.pt" and art.extra["lowering"] == "quantized_modules"
+    assert art.main_file == "model.pt" and PytorchDetails.of(art).lowering == "quantized_modules"
     assert any("no C++ compiler" in n for n in art.notes)
     with pytest.raises(TargetUnavailableError, match="needs a C\\+\\+ compiler"):
         TARGET.emit(qm, tmp_path / "x", PyTorchOptions(lowering="inductor"))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from qconvert.targets import Artifact, Availability, FastTypes, Placement, QuantConstraints, Target
 from qconvert_tensorrt.constraints import TENSORRT_PLACEMENT, TensorRTConstraints
+from qconvert_tensorrt.details import TensorRTDetails
 from qconvert_tensorrt.options import TensorRTOptions
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class TensorRTTarget(Target[TensorRTOptions]):
     description = "ONNX Q/DQ placed for TensorRT; engine built where tensorrt + GPU exist, else ONNX verified in onnxruntime"
     Options = TensorRTOptions
     api_version = 1
+    Details = TensorRTDetails
     # The logits stay float: a one-code rounding flip in an inner int8 tensor (float kernels sum in
     # another order than torch) moves them by more than half a step. Measured on digits: 1.61.
     parity_tolerance_lsb = 2.0
@@ -71,7 +73,7 @@ class TensorRTTarget(Target[TensorRTOptions]):
         """The ONNX in onnxruntime exposes its quantized tensors; a built engine is checked end to end only."""
         from qconvert_onnx.intermediates import run_with_intermediates
 
-        mapping = artifact.extra.get("quantized_tensors")
-        if artifact.extra.get("engine", {}).get("built") or mapping is None:
+        d = TensorRTDetails.of(artifact)
+        if d.engine.built:
             return None
-        return run_with_intermediates(artifact.directory / artifact.extra["onnx"], inputs, mapping)
+        return run_with_intermediates(artifact.directory / d.onnx, inputs, d.quantized_tensors)

@@ -2,7 +2,7 @@
 
 Always written: the ONNX, ``build_config.json``, ``build_engine.py`` (the very
 module that builds engines here), ``trtexec.sh`` and the layer-precision
-prediction. The artifact's notes and ``extra["engine"]`` say whether an engine
+prediction. The artifact's notes and ``details.engine`` say whether an engine
 was built and why not, so no report can mistake the onnxruntime check for one.
 """
 
@@ -16,6 +16,7 @@ from qconvert_onnx.intermediates import map_quantized_tensors
 
 from qconvert.targets import Artifact, QConvertError, QuantizedModel, TargetUnavailableError
 from qconvert_tensorrt import engine_build
+from qconvert_tensorrt.details import EngineFiles, TensorRTDetails
 from qconvert_tensorrt.engine import build_config, engine_support
 from qconvert_tensorrt.engine_build import BuildConfig, EngineBuildError, build_engine
 from qconvert_tensorrt.export import export_for_tensorrt
@@ -49,16 +50,16 @@ def emit_tensorrt(qmodel: QuantizedModel, out_dir: Path, options: TensorRTOption
         output_names=tuple(o.name for o in model.graph.output),
         notes=(_engine_note(status, options), summary_line(rows), *_parity_note(qmodel)),
         runs_in="" if status.built else "ONNX in onnxruntime, engine not built",
-        extra={
-            "onnx": options.file_name,
-            "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-            "placement": "tensorrt",
-            "engine": {"built": status.built, "reason": status.reason, "file": options.engine_file,
-                       "script": SCRIPT, "config": CONFIG, "trtexec": TRTEXEC},
-            "layer_precision": dict(Counter(r.precision for r in rows)),
+        details=TensorRTDetails(
+            onnx=options.file_name,
+            opset=max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            placement="tensorrt",
+            engine=EngineFiles(built=status.built, reason=status.reason, file=options.engine_file, script=SCRIPT, config=CONFIG,
+                               trtexec=TRTEXEC),
+            layer_precision=dict(Counter(r.precision for r in rows)),
             # simulation quantize node -> ONNX tensor: per-layer parity of the ONNX in onnxruntime
-            "quantized_tensors": map_quantized_tensors(model, qmodel),
-        },
+            quantized_tensors=map_quantized_tensors(model, qmodel),
+        ),
     )
 
 

@@ -14,15 +14,16 @@ import numpy as np
 from qconvert_onnx.runtime import run_onnx
 
 from qconvert.targets import Artifact
+from qconvert_tensorrt.details import TensorRTDetails
 
 __all__ = ["run_artifact", "run_engine"]
 
 
 def run_artifact(artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    engine = artifact.extra.get("engine", {})
-    if engine.get("built"):
-        return run_engine(artifact.directory / engine["file"], inputs, artifact.output_names)
-    return run_onnx(artifact.directory / artifact.extra["onnx"], inputs)
+    d = TensorRTDetails.of(artifact)
+    if d.engine.built:
+        return run_engine(artifact.directory / d.engine.file, inputs, artifact.output_names)
+    return run_onnx(artifact.directory / d.onnx, inputs)
 
 
 @lru_cache(maxsize=4)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from qconvert_tensorrt import TensorRTTarget
+from qconvert_tensorrt.details import TensorRTDetails
 from qconvert_tensorrt.engine import engine_support
 from qconvert_tensorrt.options import TensorRTOptions
 
@@ -25,7 +26,7 @@ def test_engine_builds_runs_and_matches_the_simulation(patterns: dict, tmp_path:
     p = patterns["resnet_downsample"]
     target = TensorRTTarget()
     art = target.emit(p.qmodel, tmp_path, TensorRTOptions(opt_batch=8, max_batch=64))
-    assert art.extra["engine"]["built"] is True and art.main_file == "model.engine"
+    assert TensorRTDetails.of(art).engine.built is True and art.main_file == "model.engine"
     assert (tmp_path / "timing.cache").stat().st_size > 0
     json.loads((tmp_path / "engine_layers.json").read_text())
     step = p.qmodel.parity_steps()[0]

@@ -55,7 +55,7 @@ def test_digits_build_writes_onnx_script_trtexec_and_says_no_engine(tensorrt_bui
     assert t["executed"] is True and "onnxruntime" in t["executed_in"] and "not built" in t["executed_in"]
     assert t["notes"][0].startswith("TensorRT engine NOT built: tensorrt is not installed")
     assert "TensorRT engine not built" in t["runtime"]
-    engine = json.loads((d / "manifest.json").read_text())["artifact"]["extra"]["engine"]
+    engine = json.loads((d / "manifest.json").read_text())["artifact"]["details"]["engine"]
     assert engine["built"] is False and engine["reason"]
     md = (tensorrt_build / "report.md").read_text()
     assert "| tensorrt | yes, ONNX in onnxruntime, engine not built |" in md and "TensorRT engine NOT built" in md

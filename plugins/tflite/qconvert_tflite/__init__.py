@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qconvert.targets import Artifact, Availability, FastTypes, Latency, QuantConstraints, Target
 from qconvert_tflite.constraints import TFLITE_CONSTRAINTS
+from qconvert_tflite.details import TfliteDetails
 from qconvert_tflite.options import TFLiteOptions
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ class TFLiteTarget(Target[TFLiteOptions]):
     description = "full-integer int8 .tflite, verified in the LiteRT interpreter"
     Options = TFLiteOptions
     api_version = 1
+    Details = TfliteDetails
     # Measured max |tflite - simulation| over every output: 1 step on digits and ResNet-18,
     # 2 on MobileNetV2. TFLite requantizes with fixed-point multipliers and rounds half away
     # from zero; the simulation rounds float products half to even, so a step can flip per
@@ -65,8 +68,8 @@ class TFLiteTarget(Target[TFLiteOptions]):
 
         artifact = export_tflite(qmodel, out_dir, options, self.name)
         # simulation quantize node -> .tflite tensor, for per-layer parity (qconvert_tflite.intermediates)
-        artifact.extra["quantized_tensors"] = map_quantized_tensors(artifact.path, qmodel, options.batch)
-        return artifact
+        mapping = map_quantized_tensors(artifact.path, qmodel, options.batch)
+        return replace(artifact, details=TfliteDetails.of(artifact).model_copy(update={"quantized_tensors": mapping}))
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         from qconvert_tflite.runtime import run_tflite
@@ -76,7 +79,7 @@ class TFLiteTarget(Target[TFLiteOptions]):
     def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
         from qconvert_tflite.intermediates import run_with_intermediates
 
-        mapping = artifact.extra.get("quantized_tensors")
+        mapping = TfliteDetails.of(artifact).quantized_tensors
         if mapping is None:
             return None
         return run_with_intermediates(artifact.path, [inputs[n] for n in artifact.input_names], mapping)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from qconvert.targets import Artifact, BadInputError, QuantizedModel
+from qconvert_tflite.details import Int8Edge, TfliteDetails
 from qconvert_tflite.flatbuffer import EdgeQuant, Inventory, float_edges, inventory, widen_16x8_biases
 from qconvert_tflite.graph import litert_ready
 from qconvert_tflite.narrow import Grid, bound_narrow_ranges, bounded_count
@@ -120,8 +121,8 @@ def narrow_grids(qmodel: QuantizedModel) -> dict[Grid, tuple[int, int]]:
     return out
 
 
-def _edge_json(e: EdgeQuant, name: str) -> dict[str, object]:
-    return {"name": name, "dtype": e.dtype, "shape": list(e.shape), "scale": e.scale, "zero_point": e.zero_point}
+def _edge(e: EdgeQuant, name: str) -> Int8Edge:
+    return Int8Edge(name=name, dtype=e.dtype, shape=list(e.shape), scale=e.scale, zero_point=e.zero_point)
 
 
 #: Parity tolerance, in 16-bit output steps, of a 16x8 model: its kernels requantize with 32-bit
@@ -149,16 +150,16 @@ def export_tflite(qmodel: QuantizedModel, out_dir: Path, options: TFLiteOptions,
         output_names=outputs,
         notes=_notes(qmodel, options, int8_inv, content) + (_NOTE_16X8,) * wide,
         tolerance_lsb=TOLERANCE_16X8_LSB if wide else None,
-        extra={
-            "io": options.io,
-            "batch": options.batch,
+        details=TfliteDetails(
+            io=options.io,
+            batch=options.batch,
             # What a device needs to feed raw int8 and read int8: the quantized edges of the graph.
-            "int8_inputs": [_edge_json(e, n) for e, n in zip(int8_inv.inputs, qmodel.input_names)],
-            "int8_outputs": [_edge_json(e, n) for e, n in zip(int8_inv.outputs, outputs)],
-            "op_counts": inv.op_counts,
-            "float_ops": list(int8_inv.float_ops),
-            "narrow_range_bounds": bounded_count(content),
-        },
+            int8_inputs=[_edge(e, n) for e, n in zip(int8_inv.inputs, qmodel.input_names)],
+            int8_outputs=[_edge(e, n) for e, n in zip(int8_inv.outputs, outputs)],
+            op_counts=inv.op_counts,
+            float_ops=list(int8_inv.float_ops),
+            narrow_range_bounds=bounded_count(content),
+        ),
     )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from qconvert.targets import Intermediates, RuntimeTensor
+from qconvert_tflite.details import TensorSlot
 from qconvert_tflite.narrow import bounded_inputs
 from qconvert_tflite.runtime import _invoke, _Loaded, load
 
@@ -91,8 +92,8 @@ def _read(values: np.ndarray, perm: tuple[int, ...] | None, reshape: bool, shape
 MATCH_FRACTION = 0.99
 
 
-def map_quantized_tensors(path: Path, qmodel: QuantizedModel, batch: int) -> dict[str, dict[str, Any]]:
-    """Simulation quantize node -> {tensor, index, perm, reshape, shape} for the .tflite at ``path``.
+def map_quantized_tensors(path: Path, qmodel: QuantizedModel, batch: int) -> dict[str, TensorSlot]:
+    """Simulation quantize node -> its ``TensorSlot`` (tensor, index, perm, reshape, shape) in the .tflite at ``path``.
 
     One run on the example input: the simulation runs with each quantize node already paired
     replaced by the runtime's tensor, so each candidate is compared with the simulation of its
@@ -108,7 +109,7 @@ def map_quantized_tensors(path: Path, qmodel: QuantizedModel, batch: int) -> dic
     m = _loaded(str(path), path.stat().st_mtime)
     _invoke(m, [t.numpy() for t in sample])
     values = {s.index: m.interpreter.get_tensor(s.index).astype(np.int32) for s in slots}
-    mapping: dict[str, dict[str, Any]] = {}
+    mapping: dict[str, TensorSlot] = {}
     state = {"at": 0}
     used: set[int] = set()
 
@@ -121,8 +122,8 @@ def map_quantized_tensors(path: Path, qmodel: QuantizedModel, batch: int) -> dic
             for perm, reshape in _layouts(s.shape[1:], tuple(want.shape[1:])):
                 got = _read(values[s.index], perm, reshape, tuple(want.shape[1:]))
                 if np.mean(np.abs(got - want) <= 1) >= MATCH_FRACTION:
-                    mapping[name] = {"tensor": s.name, "index": s.index, "perm": list(perm) if perm else None,
-                                     "reshape": reshape, "shape": list(want.shape[1:])}
+                    mapping[name] = TensorSlot(tensor=s.name, index=s.index, perm=list(perm) if perm else None, reshape=reshape,
+                                               shape=list(want.shape[1:]))
                     used.add(i)
                     state["at"] = i + 1
                     return got
@@ -146,11 +147,11 @@ def _loaded(path: str, mtime: float) -> _Loaded:
     return load(Path(path), preserve_all_tensors=True)
 
 
-def run_with_intermediates(path: Path, arrays: list[np.ndarray], mapping: Mapping[str, Mapping[str, Any]]) -> Intermediates:
+def run_with_intermediates(path: Path, arrays: list[np.ndarray], mapping: Mapping[str, TensorSlot]) -> Intermediates:
     """Run ``path`` in chunks of its fixed batch (as ``run``), reading the mapped tensors after each invoke."""
     m = _loaded(str(path), path.stat().st_mtime)
     slots = {s.index: s for s in activation_tensors(path.read_bytes())}
-    present = {node: e for node, e in mapping.items() if e["index"] in slots and slots[e["index"]].name == e["tensor"]}
+    present = {node: e for node, e in mapping.items() if e.index in slots and slots[e.index].name == e.tensor}
     batch, n = m.inputs[0].shape[0], arrays[0].shape[0]
     outs: list[list[np.ndarray]] = []
     parts: dict[str, list[np.ndarray]] = {node: [] for node in present}
@@ -161,13 +162,13 @@ def run_with_intermediates(path: Path, arrays: list[np.ndarray], mapping: Mappin
             part = [np.concatenate([p, np.zeros((short, *p.shape[1:]), p.dtype)]) for p in part]
         outs.append([o[: batch - short] for o in _invoke(m, part)])
         for node, e in present.items():
-            t = m.interpreter.get_tensor(e["index"])
+            t = m.interpreter.get_tensor(e.index)
             # axis 0 is the batch, or (after a reshape that folds it in) batch-major rows of it
             parts[node].append((t[: t.shape[0] * (batch - short) // batch] if short else t).copy())
     tensors = {}
     for node, e in present.items():
-        s = slots[e["index"]]
-        values = _read(np.concatenate(parts[node]), tuple(e["perm"]) if e["perm"] else None, e["reshape"], tuple(e["shape"]))
+        s = slots[e.index]
+        values = _read(np.concatenate(parts[node]), tuple(e.perm) if e.perm else None, e.reshape, tuple(e.shape))
         tensors[node] = RuntimeTensor(s.name, values, s.scale, s.zero_point)
     outputs = [np.concatenate([c[i] for c in outs]) for i in range(len(m.outputs))]
     return Intermediates(outputs, tensors, tuple(node for node in mapping if node not in present))

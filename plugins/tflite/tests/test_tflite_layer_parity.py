@@ -9,6 +9,7 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 import pytest
+from qconvert_tflite.details import TfliteDetails
 
 from qconvert.errors import EXIT_GATE_FAILED, GateFailedError
 from qconvert.targets.base import Artifact, TargetOptions
@@ -59,18 +60,21 @@ def test_deep_net_per_layer_and_a_corrupted_scale(data: dict[str, Path]) -> None
     # the interpreter that keeps its tensors computes what run() computes
     from qconvert_tflite.intermediates import run_with_intermediates
 
-    artifact = read_artifact(data["dir"] / "healthy" / "tflite")
+    artifact = read_artifact(data["dir"] / "healthy" / "tflite", TfliteDetails)
     x = np.load(data["eval"])["x"][:4]
-    run = run_with_intermediates(artifact.path, [x], artifact.extra["quantized_tensors"])
+    mapping = TfliteDetails.of(artifact).quantized_tensors
+    assert mapping is not None
+    run = run_with_intermediates(artifact.path, [x], mapping)
     np.testing.assert_array_equal(run.outputs[0], healthy.run(artifact, {"x": x})[0])
 
-    mapping = artifact.extra["quantized_tensors"]
     victim_node = list(mapping)[len(mapping) // 2]
 
     class Corrupting(type(healthy)):  # type: ignore[misc]  # the installed plugin's class, found at run time
         def emit(self, qmodel: object, out_dir: Path, options: TargetOptions) -> Artifact:
             art = super().emit(qmodel, out_dir, options)
-            corrupt_scale(art.path, art.extra["quantized_tensors"][victim_node]["index"])
+            slots = TfliteDetails.of(art).quantized_tensors
+            assert slots is not None
+            corrupt_scale(art.path, slots[victim_node].index)
             return art
 
     bad = build_deep(data, Corrupting(), "bad")

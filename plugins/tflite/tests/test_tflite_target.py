@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from qconvert_tflite.details import TfliteDetails
 
 from qconvert.core.quantize import QuantizedModel, quantize
 from qconvert.core.stats import StatsSet
@@ -98,7 +99,7 @@ BOARD = textwrap.dedent('''
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
     d = sys.argv[1]
-    extra = json.load(open(f"{d}/manifest.json"))["artifact"]["extra"]
+    extra = json.load(open(f"{d}/manifest.json"))["artifact"]["details"]
     (inp,), (outp,) = extra["int8_inputs"], extra["int8_outputs"]
     it = Interpreter(model_path=f"{d}/model.tflite"); it.allocate_tensors()
     x = np.load(sys.argv[2])["x"]
@@ -150,7 +151,8 @@ def test_float_io_at_batch_4_adds_quantize_and_dequantize_at_the_edges_only(tfli
     it = _interpreter(art.path)
     assert it.get_input_details()[0]["dtype"] == np.float32 and it.get_output_details()[0]["dtype"] == np.float32
     assert it.get_input_details()[0]["shape"][0] == 4
-    assert art.extra["op_counts"]["QUANTIZE"] == 1 and art.extra["op_counts"]["DEQUANTIZE"] == 1
+    counts = TfliteDetails.of(art).op_counts
+    assert counts["QUANTIZE"] == 1 and counts["DEQUANTIZE"] == 1
     x = np.load(DIGITS / "eval.npz")["x"][:10]
     (out,) = target.run(art, {"x": x})
     int8 = _interpreter(tflite_build / "tflite" / "model.tflite")
@@ -192,7 +194,7 @@ def test_int16_activations_must_be_symmetric_16x8(tflite_build: Path, digits_ses
 def test_manifest_records_runtime_and_io(tflite_build: Path) -> None:
     m = json.loads((tflite_build / "tflite" / "manifest.json").read_text())
     assert m["runtime"].startswith("ai-edge-litert ")
-    extra = m["artifact"]["extra"]
+    extra = m["artifact"]["details"]
     assert extra["io"] == "int8" and extra["float_ops"] == []
     assert extra["int8_inputs"][0]["dtype"] == "int8" and extra["int8_inputs"][0]["shape"] == [1, 1, 16, 16]
 
@@ -224,7 +226,7 @@ def test_imagenet_models_within_declared_tolerance(name: str, tmp_path: Path) ->
     target = TFLiteTarget()
     qm = quantize(cap, Recipe(), calibrate(cap, Recipe(), [(calib[:16],), (calib[16:],)]), target.constraints(target.Options()), "tflite")
     art = target.emit(qm, tmp_path, target.Options())
-    assert art.extra["float_ops"] == []
+    assert TfliteDetails.of(art).float_ops == []
     (out,) = target.run(art, {"x": x.numpy()})
     (scale,) = qm.output_scales()
     steps = float(np.abs(out - _simulation(qm, x.numpy())).max() / scale)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qconvert.targets import Artifact, Availability, CheckContext, ExtraChecks, FastTypes, QuantConstraints, Target
+from qconvert_tidl.details import TidlDetails
 from qconvert_tidl.options import TidlOptions
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class TidlTarget(Target[TidlOptions]):
     description = "TI TIDL: power-of-two Clip models + import/compile configs; device predicted by integer simulation"
     Options = TidlOptions
     api_version = 1
+    Details = TidlDetails
     #: The Clip model is float between its Clips, so it differs from the simulation by the
     #: per-layer rounding it skips. Measured max over the eval sets: 4.6 steps (digits), 6.4
     #: (mbv2_digits); 16 leaves room for deeper models while a wrong range or weight grid

@@ -26,6 +26,7 @@ from qconvert.targets import Artifact, ConstraintError, OpKind, QuantizedModel, 
 from qconvert_tidl.clipmodel import ClipRange, activation_quantizers, clip_model
 from qconvert_tidl.configs import InputSpec, TidlConfig, import_config_text, osrt_options, tvm_options
 from qconvert_tidl.constraints import check_bits
+from qconvert_tidl.details import TidlDetails
 from qconvert_tidl.export import export_clip_onnx, export_clip_tflite
 from qconvert_tidl.frames import WrittenFrames, write_frames
 from qconvert_tidl.options import TidlOptions
@@ -57,8 +58,8 @@ def emit_tidl(qmodel: QuantizedModel, out_dir: Path, options: TidlOptions, targe
         target=target, directory=out_dir, main_file=ONNX_FILE,
         input_names=tuple(i.name for i in model.graph.input), output_names=tuple(o.name for o in model.graph.output),
         notes=tuple(notes), runs_in="onnxruntime (float Clip model; TIDL itself not run, device simulated)",
-        extra={"clips": len(ranges), "tensor_bits": cfg.tensor_bits, "calibration_option": cfg.calibration_option,
-               "tflite": tflite_file, "features_16bit": list(cfg.features_16bit), "params_16bit": list(cfg.params_16bit)},
+        details=TidlDetails(clips=len(ranges), tensor_bits=cfg.tensor_bits, calibration_option=cfg.calibration_option, tflite=tflite_file,
+                            features_16bit=list(cfg.features_16bit), params_16bit=list(cfg.params_16bit)),
     )
 
 

@@ -32,6 +32,7 @@ from qconvert.targets import (
     Recipe,
 )
 from qconvert_tidl.constraints import tidl_constraints
+from qconvert_tidl.details import TidlDetails
 from qconvert_tidl.intsim import IntSim, UnsupportedGraph
 from qconvert_tidl.intsim_compile import compile_graph
 from qconvert_tidl.lint import LintFinding, lint_model
@@ -98,7 +99,7 @@ def device_checks(qmodel: QuantizedModel, artifact: Artifact, options: TidlOptio
     notes: list[str] = []
     findings = lint_model(ctx.model, qmodel.captured)
     notes += [f"TI model guideline: {f.message}" for f in findings]
-    vs_onnx = _tflite_vs_onnx(artifact, ctx) if artifact.extra.get("tflite") else None
+    vs_onnx = _tflite_vs_onnx(artifact, ctx) if TidlDetails.of(artifact).tflite else None
     results = TidlChecks(lint=list(findings), tflite_vs_onnx_max_abs=vs_onnx)
     try:
         try:
@@ -255,7 +256,7 @@ def _tflite_vs_onnx(artifact: Artifact, ctx: CheckContext, limit: int = 64) -> f
     batch = next(ctx.data.batches(limit, limit=limit))
     feeds = dict(zip(artifact.input_names, batch.inputs))
     (onnx_out,) = run_onnx(artifact.path, feeds)[:1]
-    (tfl_out,) = run_tflite(artifact.directory / str(artifact.extra["tflite"]), list(batch.inputs))[:1]
+    (tfl_out,) = run_tflite(artifact.directory / str(TidlDetails.of(artifact).tflite), list(batch.inputs))[:1]
     return float(np.max(np.abs(onnx_out - tfl_out.reshape(onnx_out.shape))))
 
 

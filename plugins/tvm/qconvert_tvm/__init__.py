@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qconvert.targets import Artifact, Availability, FastTypes, Latency, QuantConstraints, Target
+from qconvert_tvm.details import TvmDetails
 from qconvert_tvm.options import TvmOptions
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class TvmTarget(Target[TvmOptions]):
     description = "ONNX QDQ compiled by TVM Relax (llvm), verified in the Relax VM in a fresh process"
     Options = TvmOptions
     api_version = 1
+    Details = TvmDetails
     # The Relax ONNX frontend keeps QuantizeLinear/DequantizeLinear and runs the ops between
     # them in float32, like onnxruntime's QDQ path: measured max 1 step on digits and ResNet-18
     # (float accumulation order decides a rounding tie now and then), never 2.

@@ -15,6 +15,7 @@ from qconvert_onnx.export import export_onnx_model, narrow_ranges
 
 from qconvert.targets import Artifact, QuantizedModel
 from qconvert_tvm.compile import compile_onnx
+from qconvert_tvm.details import TvmDetails
 from qconvert_tvm.options import TvmOptions
 from qconvert_tvm.target_spec import parse_target
 
@@ -39,15 +40,15 @@ def export_tvm(qmodel: QuantizedModel, out_dir: Path, options: TvmOptions, targe
         output_names=tuple(o.name for o in model.graph.output),
         runnable=built.runnable,
         notes=built.notes,
-        extra={
-            "tvm_version": version("apache-tvm"),
-            "target": options.target,
-            "tvm_target": built.target_json,
-            "arch": spec.arch,
-            "files": [*built.files, ONNX_FILE],
+        details=TvmDetails(
+            tvm_version=version("apache-tvm"),
+            target=options.target,
+            tvm_target=built.target_json,
+            arch=spec.arch,
+            files=[*built.files, ONNX_FILE],
             # How a board loads it: tvm.runtime.load_module(file) -> relax.VirtualMachine(mod, tvm.cpu())["main"](*inputs)
-            "entry": "main",
-            "compiled_from": ONNX_FILE,
-            "narrow_range_clips": clips,
-        },
+            entry="main",
+            compiled_from=ONNX_FILE,
+            narrow_range_clips=clips,
+        ),
     )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from qconvert.targets import Artifact, Latency
+from qconvert_tvm.details import TvmDetails
 from qconvert_tvm.options import TvmOptions
 from qconvert_tvm.target_spec import parse_target
 
@@ -68,7 +69,7 @@ def measure_latency(qmodel: QuantizedModel, artifact: Artifact, options: TvmOpti
     spec = parse_target(options.target)
     if not artifact.runnable or not spec.is_host:
         return None
-    qdq = onnx.load(str(artifact.directory / artifact.extra["compiled_from"]))
+    qdq = onnx.load(str(artifact.directory / TvmDetails.of(artifact).compiled_from))
     static = _static_batch(qdq)
     batches = batch_sizes if static is None else (static,)
     int8_ms, float_ms = [], []

@@ -94,7 +94,7 @@ def test_manifest_records_tvm_version_target_and_golden_files(tvm_build: Path, t
     d = tvm_build / "tvm"
     m = json.loads((d / "manifest.json").read_text())
     assert m["runtime"] == f"tvm {version('apache-tvm')}"
-    extra = m["artifact"]["extra"]
+    extra = m["artifact"]["details"]
     assert extra["tvm_version"] == version("apache-tvm") and extra["target"] == "llvm" and extra["entry"] == "main"
     assert '"kind":"llvm"' in extra["tvm_target"].replace(" ", "")
     assert (d / "model.onnx").is_file() and (d / "model.so").is_file()
