@@ -29,9 +29,10 @@ class TFLiteTarget(Target[TFLiteOptions]):
     api_version = 1
     Details = TfliteDetails
     # Measured max |tflite - simulation| over every output: 1 step on digits and ResNet-18,
-    # 2 on MobileNetV2. TFLite requantizes with fixed-point multipliers and rounds half away
-    # from zero; the simulation rounds float products half to even, so a step can flip per
-    # layer and, rarely, two flips add up along a deep chain of requantizations.
+    # 2 on MobileNetV2. LiteRT's XNNPACK kernels requantize the exact int32 accumulator in
+    # float32; the float simulation sums dequantized values in float32, so a step can flip per
+    # layer near a tie and, rarely, two flips add up along a deep chain of requantizations.
+    # Recipe requantize.arithmetic: fp32 simulates XNNPACK's conv/linear exactly (core.intarith).
     parity_tolerance_lsb = 2.0
 
     def available(self) -> Availability:
