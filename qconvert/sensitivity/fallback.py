@@ -33,9 +33,8 @@ from qconvert.sensitivity.simulate import Evaluator, SimScore
 from qconvert.sensitivity.variants import candidate_layers, kept
 from qconvert.targets.plan import Planner, TargetPlan
 from qconvert.verify.gates import GateCheck, evaluate, gates_for
-from qconvert.verify.numbers import json_safe
 from qconvert.verify.references import FloatReferences
-from qconvert.verify.report_schema import Fallback, FallbackScreen, FallbackStepEntry, SimulatedScore
+from qconvert.verify.report_schema import Fallback, FallbackScreen, FallbackStepEntry
 
 if TYPE_CHECKING:
     from qconvert.session import Session
@@ -55,11 +54,8 @@ class TargetScreen:
     passed: bool
 
     def entry(self) -> FallbackScreen:
-        return FallbackScreen(target=self.target, simulated=_score(self.simulated), passed=self.passed)
+        return FallbackScreen(target=self.target, simulated=self.simulated.entry(), passed=self.passed)
 
-
-def _score(s: SimScore) -> SimulatedScore:
-    return SimulatedScore(accuracy=s.accuracy, sqnr_db=s.sqnr_db, top1_agreement=s.top1_agreement)
 
 
 @dataclass(frozen=True)
@@ -82,7 +78,7 @@ class FallbackStep:
 
     def entry(self) -> FallbackStepEntry:
         """As report.json's ``fallback.steps`` holds it."""
-        return FallbackStepEntry(layers=list(self.layers), simulated=_score(self.simulated), simulation_passed=self.simulation_passed,
+        return FallbackStepEntry(layers=list(self.layers), simulated=self.simulated.entry(), simulation_passed=self.simulation_passed,
                                  targets=[s.entry() for s in self.screens], built=self.built, failures=list(self.failures))
 
 
@@ -103,7 +99,7 @@ class FallbackResult:
         return Fallback(metric=self.config.metric, keep=self.config.keep, max_layers=self.config.max_layers, layers=list(self.layers),
                         passed=self.passed, recipe_file=self.recipe_file, screened="per target", ranked_on=self.ranked_on,
                         steps=[s.entry() for s in self.steps],
-                        ranking=json_safe(self.sensitivity.to_json()) if self.sensitivity is not None else None)
+                        ranking=self.sensitivity.entry() if self.sensitivity is not None else None)
 
 
 def run_fallback(session: Session, stats: StatsSet, data: Dataset, targets: Mapping[str, Planner], build_all: BuildAll,

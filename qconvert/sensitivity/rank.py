@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from qconvert.core.quantize import QuantizedModel
 from qconvert.recipe.model import Recipe
 from qconvert.sensitivity.onward import score_onward, windows
 from qconvert.sensitivity.simulate import Evaluator, SimScore
 from qconvert.sensitivity.variants import ROOT_OPS, Layer, kept, only_quantized
+from qconvert.verify.report_schema import RankedLayer, SensitivityRanking
 
 __all__ = ["LayerSensitivity", "Metric", "Sensitivity", "rank_layers"]
 
@@ -65,17 +66,15 @@ class Sensitivity:
         """Best fallback candidate first; SQNR regained breaks ties."""
         return sorted(self.layers, key=lambda s: (-self.regain(s), -_finite(s.all_but.sqnr_db)))
 
-    def to_json(self) -> dict[str, Any]:
+    def entry(self) -> SensitivityRanking:
+        """As 'qconvert sensitivity --json' writes it (and report.json's ``fallback.ranking``): most fragile first."""
         regain_rank = {s.layer.name: i + 1 for i, s in enumerate(self.by_regain())}
-        return {
-            "metric": self.metric, "keep": self.keep, "samples": self.samples, "float_accuracy": self.float_accuracy,
-            "quantized": self.full.to_json(),
-            "layers": [
-                {"layer": s.layer.name, "op": s.layer.op, "loss": self.loss(s), "regain": self.regain(s),
-                 "regain_rank": regain_rank[s.layer.name], "only_quantized": s.only.to_json(), "all_but": s.all_but.to_json()}
-                for s in self.by_loss()
-            ],
-        }
+        return SensitivityRanking(
+            metric=self.metric, keep=self.keep, samples=self.samples, float_accuracy=self.float_accuracy, quantized=self.full.entry(),
+            layers=[RankedLayer(layer=s.layer.name, op=s.layer.op, loss=self.loss(s), regain=self.regain(s),
+                                regain_rank=regain_rank[s.layer.name], only_quantized=s.only.entry(), all_but=s.all_but.entry())
+                    for s in self.by_loss()],
+        )
 
 
 def rank_layers(recipe: Recipe, layers: tuple[Layer, ...], quantize: Quantizer, evaluator: Evaluator,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from qconvert.io.data import Dataset
 from qconvert.verify.gates import Measured
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
 from qconvert.verify.references import FloatReferences
+from qconvert.verify.report_schema import SimulatedScore
 
 __all__ = ["Evaluator", "SimScore"]
 
@@ -34,8 +34,9 @@ class SimScore:
         """As a gate measurement (the simulation has no runtime parity to judge)."""
         return Measured(self.accuracy, self.sqnr_db, self.top1_agreement)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "sqnr_db": self.sqnr_db, "top1_agreement": self.top1_agreement}
+    def entry(self) -> SimulatedScore:
+        """As report.json and 'qconvert sensitivity --json' hold it."""
+        return SimulatedScore(accuracy=self.accuracy, sqnr_db=self.sqnr_db, top1_agreement=self.top1_agreement)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ module is imported by ``qconvert verify`` on boards without torch.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-__all__ = ["JsonFloat", "cell", "from_json_float", "json_safe", "nan_to_none", "to_json_float"]
+__all__ = ["JsonFloat", "cell", "from_json_float", "nan_to_none", "to_json_float"]
 
 _SPECIAL = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -26,18 +26,6 @@ def to_json_float(v: float) -> float | str:
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
     return v
-
-
-def json_safe(o: Any) -> Any:
-    """Plain JSON data (the sensitivity ranking, as 'qconvert sensitivity --json' writes it) with every special float
-    as ``to_json_float`` writes it, so strict JSON holds it."""
-    if isinstance(o, float):
-        return to_json_float(o)
-    if isinstance(o, dict):
-        return {k: json_safe(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [json_safe(v) for v in o]
-    return o
 
 
 def from_json_float(v: object) -> object:

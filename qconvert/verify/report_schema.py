@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 from qconvert.verify.numbers import JsonFloat, nan_to_none
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AccumulatorsEntry", "Calibration", "Comparison", "EvalInfo", "ExtraResults", "Fallback", "FloatInfo", "GateCheckEntry",
            "GatesEntry", "ImportedGridEntry", "LatencyEntry", "LayerParityEntry", "Layers", "OptimizeForEntry", "OutputEntry",
-           "PrecisionComparison", "PrecisionRow", "Report", "TargetEntry", "TimingsEntry", "report_json_schema",
+           "PrecisionComparison", "PrecisionRow", "RankedLayer", "Report", "SensitivityRanking", "TargetEntry", "TimingsEntry", "report_json_schema",
            "report_json_schema_text"]
 
 Num = JsonFloat
@@ -278,6 +278,29 @@ class SimulatedScore(_Strict):
     top1_agreement: Num | None
 
 
+class RankedLayer(_Strict):
+    """One candidate layer of a sensitivity ranking."""
+
+    layer: str
+    op: str
+    loss: Num = Field(..., description="Accuracy points lost vs float, or minus the SQNR, with only this layer quantized.")
+    regain: Num = Field(..., description="Accuracy points or dB regained over the full quantization with only this layer kept.")
+    regain_rank: int = Field(..., description="1: the best fallback candidate.")
+    only_quantized: SimulatedScore
+    all_but: SimulatedScore
+
+
+class SensitivityRanking(_Strict):
+    """'qconvert sensitivity --json', and auto_fallback's ranking: layers most fragile first."""
+
+    metric: Literal["accuracy", "sqnr"]
+    keep: str
+    samples: int
+    float_accuracy: Num | None
+    quantized: SimulatedScore = Field(..., description="The full quantization.")
+    layers: list[RankedLayer]
+
+
 class FallbackScreen(_Strict):
     target: str
     simulated: SimulatedScore = Field(..., description="The variant quantized with this target's plan (schemes, constraints, placement).")
@@ -303,7 +326,7 @@ class Fallback(_Strict):
     screened: Literal["per target"] = Field(..., description="Each variant is simulated under each target's plan and gates.")
     ranked_on: str | None = Field(..., description="Target whose plan the layers were ranked under; null: no ranking was needed.")
     steps: list[FallbackStepEntry]
-    ranking: dict[str, JsonValue] | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
+    ranking: SensitivityRanking | None = Field(..., description="The sensitivity ranking (as 'qconvert sensitivity --json' writes it).")
 
 
 class PrecisionRow(_Strict):
