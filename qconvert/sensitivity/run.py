@@ -6,7 +6,6 @@ target's constraints and Q/DQ placement, but its runtime is not needed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from qconvert.sensitivity.simulate import Evaluator
 from qconvert.sensitivity.variants import candidate_layers
 from qconvert.targets.plan import plan_for
 from qconvert.targets.registry import TargetRegistry
+from qconvert.verify.numbers import cell
 
 __all__ = ["SensitivityRequest", "run_sensitivity", "sensitivity_table"]
 
@@ -95,6 +95,4 @@ def sensitivity_table(sens: Sensitivity) -> str:
 
 
 def _num(v: float | None) -> str:
-    if v is None or math.isnan(v):
-        return "-"
-    return "inf" if math.isinf(v) else f"{v:.2f}"
+    return cell(v)

@@ -8,7 +8,6 @@ records. A board with onnxruntime and numpy can run this; nothing here imports t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from qconvert.targets.base import Artifact, Target
 from qconvert.targets.registry import TargetRegistry
 from qconvert.verify.manifest import Manifest, read_manifest
 from qconvert.verify.metrics import AccuracyAccumulator, CompareAccumulator
+from qconvert.verify.numbers import cell
 
 __all__ = ["OutputCheck", "Verdict", "verify_artifact"]
 
@@ -52,7 +52,7 @@ class OutputCheck:
         else:
             err = f"max abs error {self.max_abs_error:.3g} (tolerance {self.allowed_abs_error:.3g}, float output)"
         agree = f", top-1 agreement {self.top1_agreement:.4f}" if self.top1_agreement is not None else ""
-        return f"output '{self.name}': {err}, SQNR {self.sqnr_db:.2f} dB{agree}"
+        return f"output '{self.name}': {err}, SQNR {cell(self.sqnr_db)} dB{agree}"
 
 
 @dataclass(frozen=True)
@@ -211,5 +211,4 @@ def _compare(name: str, expected: np.ndarray, got: np.ndarray, step: float | Non
     r = c.result()
     allowed = tolerance_lsb * step + 1e-3 * step if step else _FLOAT_RTOL * max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
     top1 = r.top1_agreement if expected.ndim >= 2 else None
-    sqnr = r.sqnr_db if not math.isnan(r.sqnr_db) else -math.inf
-    return OutputCheck(name, r.max_abs_error, step, r.max_lsb_error, tolerance_lsb, allowed, sqnr, top1)
+    return OutputCheck(name, r.max_abs_error, step, r.max_lsb_error, tolerance_lsb, allowed, r.sqnr_db, top1)
