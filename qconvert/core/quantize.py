@@ -16,6 +16,7 @@ from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.bias_analytic import correct_biases_analytic
 from qconvert.core.bias_correction import correct_biases
 from qconvert.core.bias_headroom import widen_for_int32_bias
+from qconvert.core.bn_folded import bn_folded
 from qconvert.core.capture import Captured
 from qconvert.core.constraints import QuantConstraints
 from qconvert.core.coverage import observe_consumed_tensors
@@ -123,7 +124,7 @@ def _prepare(captured: Captured, policy: QuantPolicy, placement: Placement = DEF
     quantizer = QConvertQuantizer(policy, placement=placement)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(copy.deepcopy(captured.graph), quantizer)
+        prepared = prepare_pt2e(copy.deepcopy(bn_folded(captured.graph)), quantizer)
     return prepared, quantizer
 
 
