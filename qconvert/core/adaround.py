@@ -150,19 +150,36 @@ def _error(layer: _Layer, x: torch.Tensor, ref: torch.Tensor, q: torch.Tensor) -
     return float(((layer.act(layer.run(x, layer.dequantize(q))) - ref) ** 2).mean())
 
 
-def _optimise(layer: _Layer, x: torch.Tensor, iterations: int, batch: int, reg: float, generator: torch.Generator) -> torch.Tensor:
-    """The learned integer weights of ``layer`` on its inputs ``x`` (all samples, one tensor)."""
-    with torch.no_grad():
-        ref = torch.cat([layer.act(layer.run(x[i:i + batch], layer.w.float())) for i in range(0, len(x), batch)])
+def _crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` window of a 4-d (N, C, H, W) input, or ``x`` where it is not larger."""
+    if x.dim() != 4 or (x.shape[2] <= size and x.shape[3] <= size):
+        return x
+    h, w = min(size, x.shape[2]), min(size, x.shape[3])
+    i = int(torch.randint(0, x.shape[2] - h + 1, (1,), generator=generator))
+    j = int(torch.randint(0, x.shape[3] - w + 1, (1,), generator=generator))
+    return x[:, :, i:i + h, j:j + w]
+
+
+def _optimise(layer: _Layer, x: torch.Tensor, iterations: int, batch: int, reg: float, crop: int,
+              generator: torch.Generator) -> torch.Tensor:
+    """The learned integer weights of ``layer`` on its inputs ``x`` (all samples, one tensor).
+
+    Each step runs on ``batch`` random samples, convolutions on a random ``crop`` x ``crop``
+    window of them (the float target is computed on the same window), so a step costs the
+    same at every resolution.
+    """
     rest = (layer.w / layer.qw.scale + layer.qw.zero_point - layer.floor).clamp(1e-4, 1 - 1e-4)
     v = (-torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1)).float().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=1e-2)
     warm = int(0.2 * iterations)
-    channel = 1 if ref.dim() > 2 else -1
+    w_float = layer.w.float()
     for it in range(iterations):
         idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=generator)
-        out = layer.act(layer.run(x[idx], layer.soft(v)))
-        loss = (out - ref[idx]).pow(2).sum(channel).mean()
+        xb = _crop(x[idx], crop, generator)
+        with torch.no_grad():
+            ref = layer.act(layer.run(xb, w_float))
+        out = layer.act(layer.run(xb, layer.soft(v)))
+        loss = (out - ref).pow(2).sum(1 if ref.dim() > 2 else -1).mean()
         if it >= warm:
             beta = 2.0 + (20.0 - 2.0) * (1 + math.cos(math.pi * (it - warm) / max(iterations - warm, 1))) / 2
             loss = loss + reg * (1 - (2 * _h(v) - 1).abs().pow(beta)).sum()
@@ -173,7 +190,8 @@ def _optimise(layer: _Layer, x: torch.Tensor, iterations: int, batch: int, reg: 
 
 
 def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches, samples: int = 64,
-                   iterations: int = 300, batch: int = 8, reg: float = 0.01, seed: int = 0) -> tuple[RoundedLayer, ...]:
+                   iterations: int = 300, batch: int = 8, reg: float = 0.01, crop: int = 32,
+                   seed: int = 0) -> tuple[RoundedLayer, ...]:
     """Learn the integer weights of every conv/linear of ``qgm`` in place; returns what changed per layer."""
     from qconvert.core.bias_correction import _sample
 
@@ -201,7 +219,7 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
             assert qw is not None
             layer = _Layer(qgm, node, float_weights[node.name], qw)
             with torch.enable_grad():
-                learned = _optimise(layer, x, iterations, batch, reg, generator)
+                learned = _optimise(layer, x, iterations, batch, reg, crop, generator)
             nearest = layer.nearest()
             with torch.no_grad():
                 sub = x[: 4 * batch]
