@@ -234,8 +234,9 @@ class Target(ABC, Generic[OptionsT]):
         another machine (``qconvert verify`` on a board).
         Plugin must: execute the files ``emit`` wrote, in the runtime ``runtime_version`` names (or
         ``artifact.runs_in``), deterministically.
-        Plugin must not: import torch or ``qconvert.core`` (a board has only numpy and the runtime),
-        or fall back silently to another runtime or to the simulation.
+        Plugin must not: import torch, directly or through the names of ``qconvert.targets`` that need it
+        (``QuantizedModel``, the graph helpers): a board has only numpy and the runtime; nor fall back
+        silently to another runtime or to the simulation.
         """
 
     def run_with_intermediates(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> Intermediates | None:
