@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from qconvert.cli import main
 from qconvert.recipe import load_recipe, recipe_hash
 from qconvert.sensitivity.fallback import write_recipe
+from qconvert.targets.plan import plan_for
 from qconvert.targets.registry import TargetRegistry
-from qconvert.targets.speed import choose
 from qconvert.testing import digits_build_args
 
 #: Sets activations to exactly the default scheme; onnx on arm64 would otherwise take asym_s.
@@ -42,8 +42,7 @@ def _effective_activations(recipe_path: Path) -> str:
     registry = TargetRegistry()
     t = registry.get("onnx")
     r = load_recipe(recipe_path)
-    options = t.parse_options(r.targets.get("onnx"))
-    return choose(r, "onnx", t.fast_types(options), t.constraints(options), t.placement(options)).recipe.activations.mode
+    return plan_for(r, t, t.parse_options(r.targets.get("onnx"))).recipe.activations.mode
 
 
 def test_written_recipe_keeps_schemes_set_to_their_defaults(tmp_path: Path) -> None:
