@@ -155,8 +155,23 @@ def run() -> None:
     print("|---|---|---|---|---|---|")
     for name in MODELS:
         with tempfile.TemporaryDirectory() as d:
+            results = []
             for r in bench_model(name, Path(d)):
+                results.append(r)
                 print(f"| {name} | {r.name} | {100 * r.agreement:.1f} % | {r.sqnr_db:.1f} | {r.calib_s:.1f} | {r.note} |", flush=True)
+        print(_verdict(name, results), flush=True)
+
+
+def _verdict(name: str, results: list[Result]) -> str:
+    """The issue's bar for the best qconvert recipe: >= 97 % agreement and >= 3 points above onnxruntime."""
+    by = {r.name.split(" (")[0]: r for r in results}
+    best, ort = by.get("qconvert best"), by.get("onnxruntime quantize_static")
+    if best is None or ort is None:
+        return f"{name}: no verdict (a quantizer is missing)"
+    margin = 100 * (best.agreement - ort.agreement)
+    met = best.agreement >= 0.97 and margin >= 3.0
+    return (f"{name}: qconvert best {100 * best.agreement:.1f} %, {margin:+.1f} points vs onnxruntime quantize_static: "
+            f"{'meets' if met else 'does not meet'} the bar (>= 97 % and >= +3 points)")
 
 
 if __name__ == "__main__":
