@@ -230,8 +230,8 @@ class Target(ABC, Generic[OptionsT]):
         """Run the artifact in the target's own runtime; one numpy array per output, in graph order.
 
         Core guarantees: ``inputs`` has one float array per name in ``artifact.input_names``, at any
-        batch size the model accepts; ``artifact`` may come from ``Artifact.from_manifest`` on
-        another machine (``qconvert verify`` on a board).
+        batch size the model accepts; ``artifact`` may come from its manifest.json on another machine
+        (``qconvert verify`` on a board: ``qconvert.verify.manifest.read_artifact``, ``details`` validated as ``Details``).
         Plugin must: execute the files ``emit`` wrote, in the runtime ``runtime_version`` names (or
         ``artifact.runs_in``), deterministically.
         Plugin must not: import torch, directly or through the names of ``qconvert.targets`` that need it
