@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qconvert.core.binding import call_model
 from qconvert.core.capture import Captured, capture
 from qconvert.core.equalize import equalize
 from qconvert.core.graph import module_names_of_graph
@@ -62,8 +63,8 @@ def prepare_session(model_ref: ModelSource, recipe_path: RecipeSource, calib_dat
     names = data_names(model, shape_source)
     calib = open_data(calib_data, names, recipe.preprocess) if calib_data is not None else None
     example = example_inputs(recipe, input_shape, calib if calib else (open_data(data_for_shape, names, recipe.preprocess) if data_for_shape is not None else None), names)
-    check_fits(model, example, model_label(model_ref))
-    captured = capture(model, example)
+    check_fits(model, example, model_label(model_ref), names)
+    captured = capture(model, example, names)
     check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
     if recipe.equalization:
         captured, _ = equalize(captured)
@@ -88,10 +89,10 @@ def example_inputs(recipe: Recipe, input_shape: tuple[int, ...] | None, data: Da
     return (torch.randn(2, *shape[1:]),)
 
 
-def check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...], model_ref: str = "") -> None:
+def check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...], model_ref: str = "", names: tuple[str, ...] = ()) -> None:
     try:
         with torch.no_grad():
-            model(*example)
+            call_model(model, names, example) if names else model(*example)
     except Exception as e:
         shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}".replace("torch.", "") for t in example)
         fixed = re.search(r"size\(\)\[0\] == (\d+)", str(e))

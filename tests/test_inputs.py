@@ -55,10 +55,16 @@ def test_names_follow_forward_order_not_file_order(tmp_path: Path) -> None:
     assert input_names_for(Optional3(), p) == ("input_ids", "attention_mask")  # labels stay labels
 
 
-def test_an_array_after_a_missing_optional_input_is_refused(tmp_path: Path) -> None:
+def test_an_array_after_a_missing_optional_input_feeds_its_parameter(tmp_path: Path) -> None:
+    # passed by keyword (qconvert.core.binding); tests/test_forward_keywords.py builds such a model
     a = np.zeros((4, 3), np.int64)
-    with pytest.raises(DataError, match="has 'token_type_ids' but not 'attention_mask'"):
-        input_names_for(Optional3(), _npz(tmp_path, input_ids=a, token_type_ids=a))
+    assert input_names_for(Optional3(), _npz(tmp_path, input_ids=a, token_type_ids=a)) == ("input_ids", "token_type_ids")
+
+
+def test_an_array_that_is_no_parameter_is_refused(tmp_path: Path) -> None:
+    a = np.zeros((4, 3), np.int64)
+    with pytest.raises(DataError, match="array 'token_ids' is no parameter of the model's forward"):
+        input_names_for(Optional3(), _npz(tmp_path, input_ids=a, token_ids=a))
 
 
 def _two_inputs(tmp_path: Path) -> nn.Module:

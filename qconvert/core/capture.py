@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule
 
+from qconvert.core.binding import bind_inputs
 from qconvert.core.outputs import SINGLE_OUTPUT, dataclasses_registered, output_names
 from qconvert.core.parametrize import baked
 from qconvert.errors import CaptureError
@@ -46,8 +47,13 @@ def forward_input_names(model: torch.nn.Module, count: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Captured:
+def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], names: tuple[str, ...] | None = None) -> Captured:
     """Export ``model`` (in eval mode) with a dynamic batch dimension.
+
+    ``names``: the forward parameter each example input feeds (default: the first positional
+    parameters). Inputs are bound by ``bind_inputs``: where some go by keyword, the model is
+    exported with them as keywords and the graph then takes all of them positionally, in
+    ``names`` order, like any other captured graph.
 
     A model returning a structure of tensors (tuple, dict, dataclass, ``ModelOutput``)
     becomes a graph returning the flat tuple of those tensors, named in ``output_names``.
@@ -58,21 +64,26 @@ def capture(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) ->
         CaptureError: torch.export cannot capture the model; the message carries
             the first line of torch's reason and what usually fixes it.
     """
-    names = forward_input_names(model, len(example_inputs))
+    names = names if names is not None else forward_input_names(model, len(example_inputs))
+    args, kwargs = bind_inputs(model, names, example_inputs)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic: tuple[dict[int, object], ...] = tuple({0: batch} for _ in example_inputs)
+    dynamic: tuple[dict[int, object], ...] | dict[str, dict[int, object]] = tuple({0: batch} for _ in example_inputs)
+    if kwargs:
+        dynamic = {n: {0: batch} for n in names}
     was_training = model.training
     _set_mode(model, False)
     try:
         with baked(model) as plain:
             with torch.no_grad():
-                sample = plain(*example_inputs)
+                sample = plain(*args, **kwargs)
             # not under no_grad: eval-mode nn.TransformerEncoderLayer would take its fused fast path there
             with dataclasses_registered(sample):
-                ep = _export(plain, example_inputs, dynamic)
+                ep = _export(plain, args, kwargs, dynamic)
     finally:
         _set_mode(model, was_training)
     gm = ep.module()
+    if kwargs:
+        _positional_graph_inputs(gm, names)
     outputs = output_names(sample)
     if outputs != (SINGLE_OUTPUT,):
         _flatten_graph_outputs(gm, len(outputs))
@@ -96,6 +107,23 @@ def _flatten_graph_outputs(gm: GraphModule, expected: int) -> None:
     gm.recompile()
 
 
+def _positional_graph_inputs(gm: GraphModule, names: tuple[str, ...]) -> None:
+    """Make ``gm`` (exported with keyword inputs) take its inputs positionally, in ``names`` order."""
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    codegen = gm.graph._codegen
+    info = getattr(codegen, "pytree_info", None)
+    if info is None or len(placeholders) != len(names):
+        raise CaptureError(f"torch.export captured {len(placeholders)} inputs for the {len(names)} inputs {list(names)}; "
+                           "pass the inputs positionally (name the data's arrays after forward's first parameters)")
+    positional, keywords = info.in_spec.children_specs  # (args, kwargs): the positional part first, then the keywords
+    flat_order = [*names[: positional.num_children], *keywords.context]
+    if [str(n) for n in flat_order] != list(names):
+        raise CaptureError(f"torch.export ordered the inputs {flat_order}, not {list(names)} as the data gives them")
+    spec = torch.utils._pytree.tree_structure((tuple(range(len(names))), {}))
+    codegen.pytree_info = info._replace(orig_args=list(names), in_spec=spec)  # type: ignore[attr-defined]  # torch's private codegen
+    gm.recompile()
+
+
 def _set_mode(model: torch.nn.Module, training: bool) -> None:
     # a loaded ExportedProgram's module refuses train()/eval(): its mode was fixed at export
     try:
@@ -104,7 +132,8 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
         pass
 
 
-def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...], dynamic: tuple[dict[int, object], ...]) -> torch.export.ExportedProgram:
+def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor],
+            dynamic: tuple[dict[int, object], ...] | dict[str, dict[int, object]]) -> torch.export.ExportedProgram:
     errors: list[str] = []
     # strict first: it keeps a module used twice (a shared ReLU) apart, which PT2E needs.
     for strict in (True, False):
@@ -112,7 +141,7 @@ def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...], dynamic: tup
             # torch prints the partial graph when export fails; the user gets our one line instead.
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                return torch.export.export(model, args, dynamic_shapes=dynamic, strict=strict)
+                return torch.export.export(model, args, kwargs=kwargs or None, dynamic_shapes=dynamic, strict=strict)
         except Exception as e:  # noqa: BLE001 -- torch raises many types here; all mean "cannot capture"
             errors.append(_first_line(e))
     raise CaptureError(

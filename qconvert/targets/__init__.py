@@ -36,6 +36,7 @@ from qconvert.targets.speed import FastTypes
 
 if TYPE_CHECKING:
     from qconvert.core.accumulator import signed_bits
+    from qconvert.core.binding import call_model
     from qconvert.core.capture import Captured
     from qconvert.core.graph import OpKind, arg_float, arg_int, arg_node, attr_of, module_of, op_kind
     from qconvert.core.quantize import QuantizedModel
@@ -79,6 +80,7 @@ __all__ = [
     "arg_int",
     "arg_node",
     "attr_of",
+    "call_model",
     "interleaved_ms",
     "module_of",
     "op_kind",
@@ -97,6 +99,7 @@ _LAZY = {
     "module_of": "qconvert.core.graph",
     "op_kind": "qconvert.core.graph",
     "signed_bits": "qconvert.core.accumulator",
+    "call_model": "qconvert.core.binding",
     "AccuracyAccumulator": "qconvert.verify.metrics",
     "CompareAccumulator": "qconvert.verify.metrics",
     "interleaved_ms": "qconvert.verify.timing",

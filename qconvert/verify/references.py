@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qconvert.core.binding import call_model
 from qconvert.core.outputs import flatten
 from qconvert.io.data import Batch, Dataset
 from qconvert.verify.metrics import AccuracyAccumulator
@@ -41,7 +42,7 @@ class FloatReferences:
         acc = AccuracyAccumulator()
         labelled = data.labels is not None
         for b in data.batches(batch_size):
-            flat = flat_outputs(model(*(torch.from_numpy(np.array(a)) for a in b.inputs)))
+            flat = flat_outputs(call_model(model, data.input_names, [torch.from_numpy(np.array(a)) for a in b.inputs]))
             outputs.append(flat)
             if labelled and b.labels is not None:
                 acc.update(flat[0], b.labels)

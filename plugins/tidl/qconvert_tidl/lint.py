@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from qconvert.targets import Captured, module_of
+from qconvert.targets import Captured, call_model, module_of
 
 __all__ = [
     "WIDE_RANGE_RATIO",
@@ -67,7 +67,7 @@ class LintFinding:
 def lint_model(model: nn.Module, captured: Captured) -> tuple[LintFinding, ...]:
     """All findings for a float model and its captured graph (the model is left as it was)."""
     gm = captured.graph
-    return (reused_modules(model, captured.example_inputs) + functional_ops(model, gm)
+    return (reused_modules(model, captured.example_inputs, captured.input_names) + functional_ops(model, gm)
             + convs_without_bn(gm) + wide_weight_ranges(gm))
 
 
@@ -75,7 +75,7 @@ def _shown(path: str, model: nn.Module | None = None) -> str:
     return path if path else f"<top-level {type(model).__name__ if model is not None else 'model'}>"
 
 
-def reused_modules(model: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[LintFinding, ...]:
+def reused_modules(model: nn.Module, example: tuple[torch.Tensor, ...], names: tuple[str, ...] = ()) -> tuple[LintFinding, ...]:
     """Leaf modules called more than once in one forward pass (counted with forward hooks)."""
     calls: Counter[str] = Counter()
     leaves = [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
@@ -84,7 +84,7 @@ def reused_modules(model: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple
     try:
         model.eval()
         with torch.no_grad():
-            model(*example)
+            call_model(model, names, example) if names else model(*example)
     finally:
         for h in handles:
             h.remove()

@@ -30,6 +30,7 @@ from qconvert.targets import (
     ExtraResults,
     QuantizedModel,
     Recipe,
+    call_model,
 )
 from qconvert_tidl.constraints import tidl_constraints
 from qconvert_tidl.details import TidlDetails
@@ -172,8 +173,10 @@ def _predict(qmodel: QuantizedModel, options: TidlOptions, ctx: CheckContext,
             if ctx.references is not None:  # the build's float outputs: the float model is not run again
                 ref = ctx.references.outputs[i][0]
             else:
-                out = ctx.model(*(torch.from_numpy(np.array(a)) for a in b.inputs))
-                ref = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+                out = call_model(ctx.model, ctx.data.input_names, [torch.from_numpy(np.array(a)) for a in b.inputs])
+                first = out[0] if isinstance(out, (tuple, list)) else out
+                assert isinstance(first, torch.Tensor)
+                ref = first.numpy()
             refs.append(ref)
             if b.labels is not None:
                 float_acc.update(ref, b.labels)
