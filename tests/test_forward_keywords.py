@@ -55,6 +55,16 @@ class Scaled(nn.Module):
         return self.head(torch.relu(self.fc(x) * scale))
 
 
+def bert():
+    """transformers' own BERT classifier as it is (a ModelOutput), fed input_ids and token_type_ids, no attention_mask"""
+    import transformers
+
+    cfg = transformers.BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=32, num_labels=3, initializer_range=0.2)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
 def multimodal():
     torch.manual_seed(0)
     return Multimodal()
@@ -92,6 +102,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     np.savez(d / "sc_calib.npz", x=x[:64], scale=s[:64])
     np.savez(d / "sc_eval.npz", x=x[64:], scale=s[64:])
     np.savez(d / "sc_noscale.npz", x=x[64:])
+    ids = rng.integers(1, 200, (112, 12)).astype(np.int64)
+    types = (np.arange(12)[None, :] >= rng.integers(3, 10, (112, 1))).astype(np.int64)
+    np.savez(d / "bert_calib.npz", token_type_ids=types[:64], input_ids=ids[:64])
+    np.savez(d / "bert_eval.npz", input_ids=ids[64:], token_type_ids=types[64:])
     np.savez(d / "tok_extra.npz", **_tokens(rng, 16), token_ids=np.zeros((16, 7), np.int64))
     return {"dir": d, "models": d / "models.py", "recipe": d / "recipe.yaml"}
 
@@ -148,6 +162,17 @@ def test_keyword_models_build_for_tflite(files: dict[str, Path], tmp_path: Path,
         pytest.skip("tflite target unavailable: pip install -e plugins/tflite")
     code, text = _build(files, factory, calib, evaluate, tmp_path / "OUT", target="tflite")
     assert code == 0, text
+
+
+def test_a_transformers_model_as_it_is_skips_attention_mask_by_keyword(files: dict[str, Path], tmp_path: Path) -> None:
+    # BertForSequenceClassification.forward(input_ids, attention_mask, token_type_ids, ...): the data skips attention_mask
+    pytest.importorskip("transformers")
+    code, text = _build(files, "bert", "bert_calib.npz", "bert_eval.npz", tmp_path / "OUT")
+    assert code == 0, text
+    report = json.loads((tmp_path / "OUT" / "report.json").read_text())
+    assert list(report["inputs"]) == ["input_ids", "token_type_ids"]
+    t = report["targets"]["onnx"]
+    assert [o["name"] for o in t["outputs"]] == ["logits"] and t["outputs"][0]["vs_float"]["samples"] == 48
 
 
 def _one_line_exit_2(code: int, text: str) -> str:
