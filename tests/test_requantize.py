@@ -122,3 +122,20 @@ def test_recipe_requantize_per_layer() -> None:
     p = QuantPolicy(r)
     assert p.requantize("stem.0").multiplier_bits == 16  # type: ignore[union-attr]
     assert p.requantize("fc").rounding == "floor"  # type: ignore[union-attr]
+
+
+def test_auto_arithmetic_is_the_targets_own_and_float_without_a_target_or_for_16_bit() -> None:
+    """``requantize.arithmetic: auto`` (the default): tflite/onnx declare fp32 (XNNPACK, MLAS); no target and
+    16-bit activations (TFLite's 16x8 reference kernels) keep the float simulation."""
+    from qconvert.core.constraints import QuantConstraints
+    from qconvert.core.policy import QuantPolicy
+    from qconvert.recipe.model import Recipe
+
+    recipe = Recipe.model_validate({"version": 1, "requantize": {"multiplier_bits": 32},
+                                    "overrides": [{"match": "wide", "activations": {"bits": 16, "mode": "sym"}}]})
+    assert recipe.requantize is not None and recipe.requantize.arithmetic == "auto"
+    fp32 = QuantConstraints(requantize_arithmetic="fp32")
+    assert QuantPolicy(recipe, fp32).requantize("conv").arithmetic == "fp32"  # type: ignore[union-attr]  # set above
+    assert QuantPolicy(recipe, fp32).requantize("wide").arithmetic == "float"  # type: ignore[union-attr]  # set above
+    assert QuantPolicy(recipe, None).requantize("conv").arithmetic == "float"  # type: ignore[union-attr]  # set above
+    assert QuantPolicy(recipe, QuantConstraints()).requantize("conv").arithmetic == "float"  # type: ignore[union-attr]  # set above

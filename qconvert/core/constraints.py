@@ -56,6 +56,9 @@ class QuantConstraints:
     #: Which partial static schemes (recipe ``quantize_only``) the target runs: "weights" (weight-only)
     #: and/or "activations" (the Q/DQ simulation runs both); others are refused with ``partial_refusal``.
     partial_schemes: frozenset[Literal["weights", "activations"]] = frozenset({"weights", "activations"})
+    #: What recipe ``requantize.arithmetic: auto`` means here: the arithmetic this runtime's int8
+    #: conv/linear kernels requantize with (``core.intarith``); "float" where none is simulated.
+    requantize_arithmetic: Literal["float", "fp32", "gemmlowp"] = "float"
     partial_refusal: str = ""
     #: Modes allowed for activations wider than 8 bits, where they differ from ``activation_modes``
     #: (TFLite's 16x8 kernels take int16 activations with zero point 0 only: ``{"sym"}``).

@@ -93,7 +93,18 @@ class QuantPolicy:
     def requantize(self, module: str) -> Requantize | None:
         """The fixed-point requantization of ``module`` (an override's wins over the recipe's)."""
         o = self._override(module)
-        return o.requantize if o is not None and o.requantize is not None else self.recipe.requantize
+        req = o.requantize if o is not None and o.requantize is not None else self.recipe.requantize
+        if req is not None and req.arithmetic == "auto":
+            req = req.model_copy(update={"arithmetic": self._own_arithmetic(o)})
+        return req
+
+    def _own_arithmetic(self, o: LayerOverride | None) -> Literal["float", "fp32", "gemmlowp"]:
+        """``requantize.arithmetic: auto``: the target's int8 kernels' arithmetic; float without a target
+        and for wider activations (TFLite's 16x8 kernels are not XNNPACK's float32 requantization)."""
+        scheme = (o.activations if o and o.activations else None) or self.recipe.activations
+        if self.constraints is None or (scheme is not None and scheme.bits > 8):
+            return "float"
+        return self.constraints.requantize_arithmetic
 
     def accumulator_bits(self, module: str) -> int | None:
         """The accumulator width ``module`` is checked against (an override's wins), None: unchecked."""

@@ -92,8 +92,9 @@ class Requantize(_Frozen):
     rounding: Literal["nearest", "floor"] = Field(
         "nearest", description="How the multiplier is taken from the exact ratio: nearest (TFLite's QuantizeMultiplier), or floor (Distiller's truncation)."
     )
-    arithmetic: Literal["float", "fp32", "gemmlowp"] = Field(
-        "float", description="What the simulation computes for these layers. float: the Q/DQ graph in float32 (within a step of "
+    arithmetic: Literal["auto", "float", "fp32", "gemmlowp"] = Field(
+        "auto", description="What the simulation computes for these layers. auto: the arithmetic the target's runtime uses "
+        "(tflite and onnx: fp32; elsewhere float). float: the Q/DQ graph in float32 (within a step of "
         "any integer kernel). fp32: the exact int32 accumulator requantized in float32 and rounded half to even, as XNNPACK "
         "(LiteRT's default CPU path) does. gemmlowp: the exact accumulator times TFLite's Q31 multiplier with its two "
         "roundings half away from zero, as TFLite's reference kernels and TFLite Micro do."

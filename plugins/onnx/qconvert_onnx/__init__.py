@@ -61,6 +61,7 @@ class OnnxTarget(Target[OnnxOptions]):
         weight_bits = 7 if options.device == "x86_avx2" else 16  # see onnxruntime_fast_types
         return QuantConstraints(
             max_activation_bits=16, max_weight_bits=weight_bits, dynamic_ops=frozenset({"linear", "embedding"}),
+            requantize_arithmetic="fp32",  # MLAS requantizes the int32 sum in float32, rounding half to even
             partial_schemes=frozenset({"weights"}),
             partial_refusal="onnxruntime quantizes the float weight of a conv/gemm fed by a DequantizeLinear itself "
             "(its WeightBiasQuantization pass), so it would not run what the simulation runs (6 steps off on digits)")

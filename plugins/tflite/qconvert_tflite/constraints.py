@@ -24,6 +24,8 @@ TFLITE_CONSTRAINTS = QuantConstraints(
     max_weight_bits=8,
     weight_per_channel=True,
     narrow_weights=True,
+    # XNNPACK (LiteRT's CPU path) requantizes the exact int32 sum in float32, rounding half to even
+    requantize_arithmetic="fp32",
     activation_mode_equivalents=(("asym_u", "asym_s"),),
     # Weight-only: litert-torch keeps int8 weights behind DEQUANTIZE ops feeding float kernels (checked on
     # digits: parity 4e-6). Activation-only (float weights between activation Q/DQ) failed to load in LiteRT.

@@ -39,7 +39,8 @@ def session(digits: dict[str, Path]) -> Session:
 
 def _build(session: Session, arithmetic: str, out: Path) -> tuple[QuantizedModel, Artifact]:
     target = _target()
-    recipe = session.recipe.model_copy(update={"requantize": Requantize(multiplier_bits=32, arithmetic=arithmetic)})
+    req = Requantize(multiplier_bits=32) if arithmetic == "auto" else Requantize(multiplier_bits=32, arithmetic=arithmetic)
+    recipe = session.recipe.model_copy(update={"requantize": req})
     options = target.parse_options(recipe.targets.get("tflite"))
     stats = calibrate(session.captured, recipe, session.calibration_batches())
     qm = quantize(session.captured, recipe, stats, target.constraints(options), target.name, target.placement(options))
@@ -60,10 +61,12 @@ def _steps(qm: QuantizedModel, graph: torch.nn.Module, got: np.ndarray, x: np.nd
 
 
 def test_fp32_arithmetic_is_bit_exact_with_litert(session: Session, digits: dict[str, Path], tmp_path: Path) -> None:
+    """``multiplier_bits: 32`` alone: ``arithmetic: auto`` takes the tflite target's own, fp32 (XNNPACK)."""
     from qconvert_tflite.runtime import run_tflite
 
-    qm, artifact = _build(session, "fp32", tmp_path / "fp32")
+    qm, artifact = _build(session, "auto", tmp_path / "fp32")
     assert qm.integer_graph is not None
+    assert {f.arithmetic for f in qm.requantization} == {"fp32"}, qm.requantization
     x = _eval(digits)
     (got,) = run_tflite(artifact.path, [x])
     steps = _steps(qm, qm.simulation, got, x)
