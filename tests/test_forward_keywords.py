@@ -175,6 +175,18 @@ def test_a_transformers_model_as_it_is_skips_attention_mask_by_keyword(files: di
     assert [o["name"] for o in t["outputs"]] == ["logits"] and t["outputs"][0]["vs_float"]["samples"] == 48
 
 
+def test_python_api_dict_batches_bind_by_keyword(files: dict[str, Path], tmp_path: Path) -> None:
+    import qconvert
+
+    model = load_model(f"{files['models']}:multimodal", None)
+    rng = np.random.default_rng(3)
+    batches = [{**_tokens(rng, 16), "labels": rng.integers(0, 4, 16)} for _ in range(4)]  # a DataLoader's dicts
+    qconvert.build(model, files["recipe"], calib_data=batches, targets=["onnx"], out=tmp_path / "OUT", latency=False)
+    report = json.loads((tmp_path / "OUT" / "report.json").read_text())
+    assert list(report["inputs"]) == ["input_ids", "attention_mask"]
+    assert report["targets"]["onnx"]["outputs"][0]["vs_float"]["samples"] == 64  # verified on the batches, by keyword
+
+
 def _one_line_exit_2(code: int, text: str) -> str:
     assert code == 2, text
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text

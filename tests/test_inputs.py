@@ -61,10 +61,18 @@ def test_an_array_after_a_missing_optional_input_feeds_its_parameter(tmp_path: P
     assert input_names_for(Optional3(), _npz(tmp_path, input_ids=a, token_type_ids=a)) == ("input_ids", "token_type_ids")
 
 
-def test_an_array_that_is_no_parameter_is_refused(tmp_path: Path) -> None:
+class TakesKwargs(nn.Module):
+    """Hugging Face style: flags arrive in **kwargs, never arrays"""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+        return input_ids
+
+
+@pytest.mark.parametrize("model", [Optional3(), TakesKwargs()])
+def test_an_array_that_is_no_parameter_is_refused(tmp_path: Path, model: nn.Module) -> None:
     a = np.zeros((4, 3), np.int64)
-    with pytest.raises(DataError, match="array 'token_ids' is no parameter of the model's forward"):
-        input_names_for(Optional3(), _npz(tmp_path, input_ids=a, token_ids=a))
+    with pytest.raises(DataError, match="array 'token_ids' is no parameter of the model's forward, which takes \\['input_ids'"):
+        input_names_for(model, _npz(tmp_path, input_ids=a, token_ids=a))
 
 
 def _two_inputs(tmp_path: Path) -> nn.Module:

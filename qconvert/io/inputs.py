@@ -7,7 +7,8 @@ provides, in forward order; ``qconvert.core.binding`` passes the leading ones th
 forward's first positional parameters positionally and the rest by keyword, so a file
 may skip optional parameters (``pixel_values=None`` before ``input_ids``) and feed
 keyword-only ones. A required parameter the file lacks is an error, and so is an
-array of a ``.npz`` that is no parameter of forward (unless forward takes ``**kwargs``).
+array of a ``.npz`` that is no named parameter of forward: ``**kwargs`` takes none
+(Hugging Face models take flags there, so a misspelt array name is caught, not dropped).
 Data whose arrays name no parameter keep the old rule: one input, ``x`` in a ``.npz``.
 Label arrays (``y``, ``labels``, ``label``) feed an optional parameter of that name
 never: Hugging Face models take ``labels=None`` to compute a loss.
@@ -44,16 +45,14 @@ def forward_params(model: torch.nn.Module) -> tuple[ForwardParam, ...]:
     return tuple(ForwardParam(p.name, p.default is inspect.Parameter.empty) for p in params if p.kind in kinds)
 
 
-def named_params(model: torch.nn.Module) -> tuple[tuple[ForwardParam, ...], bool]:
-    """Parameters of ``model.forward`` an array can be bound to by name (positional and keyword-only),
-    in forward order, and whether forward also takes ``**kwargs``."""
+def named_params(model: torch.nn.Module) -> tuple[ForwardParam, ...]:
+    """Parameters of ``model.forward`` an array can be bound to by name (positional and keyword-only), in forward order."""
     try:
         params = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
-        return (), False
+        return ()
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    named = tuple(ForwardParam(p.name, p.default is inspect.Parameter.empty) for p in params if p.kind in kinds)
-    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return tuple(ForwardParam(p.name, p.default is inspect.Parameter.empty) for p in params if p.kind in kinds)
 
 
 def input_names_for(model: torch.nn.Module, data_path: Path | None) -> tuple[str, ...]:
@@ -72,7 +71,7 @@ def input_names_for_keys(model: torch.nn.Module, keys: set[str], data_path: Path
 
     ``strict``: a key that is no parameter of forward (nor labels, nor ``x`` for a single input) is an error.
     """
-    params, any_keyword = named_params(model)
+    params = named_params(model)
     if not params:
         return ("input_0",)
     taken = [p.name for p in params]
@@ -82,7 +81,7 @@ def input_names_for_keys(model: torch.nn.Module, keys: set[str], data_path: Path
 
     def check_unknown(allowed: set[str]) -> None:
         unknown = sorted(keys - allowed - set(LABEL_KEYS))
-        if strict and unknown and not any_keyword:
+        if strict and unknown:
             raise DataError(f"{data_path}: array '{unknown[0]}' is no parameter of the model's forward, which takes {taken}; "
                             f"name each array after the parameter it feeds (labels: {', '.join(LABEL_KEYS)})")
 
