@@ -208,7 +208,7 @@ def _sensitivity(cap: object, recipe: object, stats: object, model: torch.nn.Mod
     onward, t_on = _timed(lambda: rank_layers(recipe, picked, timed_quant, evaluator))  # type: ignore[arg-type]
     q_on, timed_quant.seconds = timed_quant.seconds, 0.0
     direct, t_direct = _timed(lambda: rank_layers(recipe, picked, timed_quant, evaluator, onward=False))  # type: ignore[arg-type]
-    same = onward.to_json() == direct.to_json()  # type: ignore[attr-defined]
+    same = onward.entry() == direct.entry()  # type: ignore[attr-defined]
     print(f"every {SENS_STRIDE}-th layer ({len(picked)} layers, {2 * len(picked) + 1} variants): from the changed layer onward "
           f"{t_on:.1f} s (quantize {q_on:.1f} s, scoring {t_on - q_on:.1f} s), from the input {t_direct:.1f} s (quantize "
           f"{timed_quant.seconds:.1f} s, scoring {t_direct - timed_quant.seconds:.1f} s); scoring "
