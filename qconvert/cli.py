@@ -315,7 +315,7 @@ def sensitivity(model: str, weights: Path | None, recipe: Path, calib_data: Path
 
         with captured() as log, reporting(_progress(quiet, log.terminal)):
             result = api.sensitivity(model, recipe, eval_data, calib_data=calib_data, stats=stats, weights=weights,
-                                     input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]
+                                     input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]  # metric: a click.Choice of the Metric literals
         click.echo(sensitivity_table(result))
         if json_out is not None:
             json_out.write_text(result.entry().model_dump_json(indent=1) + "\n")  # strict JSON: an exact SQNR is "inf"

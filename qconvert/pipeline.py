@@ -202,7 +202,7 @@ def _imported_session(req: BuildRequest, importer: Importer, model: torch.nn.Mod
     names = data_names(model, req.eval_data)
     data = open_data(req.eval_data, names, recipe.preprocess) if req.eval_data is not None else None
     example = example_inputs(recipe, req.input_shape, data, names)
-    b = import_for_build(importer, model, recipe, example, calib_data=req.calib_data, stats=req.stats)  # type: ignore[arg-type]
+    b = import_for_build(importer, model, recipe, example, calib_data=req.calib_data, stats=req.stats)
     return Session(b.recipe, recipe_path, b.reference, b.captured, None, learned=b.learned)
 
 

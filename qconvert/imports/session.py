@@ -56,7 +56,7 @@ def open_model(model_ref: str, weights: Path | None) -> OpenedModel:
 
 
 def import_for_build(importer: Importer, model: nn.Module, recipe: Recipe, example: tuple[torch.Tensor, ...], *,
-                     calib_data: Path | None = None, stats: Path | None = None) -> ImportedBuild:
+                     calib_data: object | None = None, stats: Path | None = None) -> ImportedBuild:
     """The build's session parts for a model quantized by ``importer``'s tool."""
     for given, what in ((calib_data, "--calib-data"), (stats, "--stats")):
         if given is not None:
