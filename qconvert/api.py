@@ -39,7 +39,8 @@ __all__ = ["as_data_source", "build", "calibrate", "sensitivity", "verify"]
 Progress = Callable[[str], None]
 
 
-def as_data_source(data: Any, transform_fn: BatchFn | None = None, labels_fn: BatchFn | None = None, what: str = "data") -> DataSource | None:
+def as_data_source(data: Any, transform_fn: BatchFn | None = None, labels_fn: BatchFn | None = None,
+                   what: str = "data") -> DataSource | None:
     """What the pipeline reads for ``data``: a path, ``Arrays`` in memory, or streamed ``Batches``."""
     if data is None:
         return None

@@ -82,10 +82,12 @@ def _run(fn: Callable[[], Any]) -> Any:
             raise
         if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in ("torch", "torchao"):
             # a board install (pip install qconvert-onnx) has no torch: only 'qconvert verify' works there
-            click.echo(f"error: {e.name} is not installed; building needs it: pip install 'qconvert[build]' (or 'qconvert[onnx]', ...)", err=True)
+            click.echo(f"error: {e.name} is not installed; building needs it: pip install 'qconvert[build]' (or 'qconvert[onnx]', ...)",
+                       err=True)
             sys.exit(EXIT_TARGET_UNAVAILABLE)
         msg = str(e).strip().splitlines()
-        click.echo(f"internal error: {type(e).__name__}: {msg[0] if msg else ''} (set QCONVERT_DEBUG=1 for the traceback, and please report it)", err=True)
+        click.echo(f"internal error: {type(e).__name__}: {msg[0] if msg else ''} (set QCONVERT_DEBUG=1 for the traceback, and please "
+                   "report it)", err=True)
         sys.exit(EXIT_INTERNAL)
 
 
@@ -109,7 +111,8 @@ def main() -> None:
 
 
 _model_opt = click.option("--model", "model", required=True, help="path/to/file.py:factory, package.module:factory, or file.pt2")
-_weights_opt = click.option("--weights", type=click.Path(path_type=Path), help="State dict for the factory's model (loaded with weights_only=True).")
+_weights_opt = click.option("--weights", type=click.Path(path_type=Path),
+                            help="State dict for the factory's model (loaded with weights_only=True).")
 _recipe_opt = click.option("--recipe", type=click.Path(path_type=Path), required=True, help="Recipe YAML/JSON.")
 _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,3,32,32 (the batch stays dynamic).")
 
@@ -129,7 +132,8 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Time each artifact against the float model in its runtime (batch 1 and 16); seconds per target.")
 @click.option("--compare-precision", "compare_precision", metavar="BITS,BITS",
-              help="Also build these activation widths (e.g. 8,16) and compare them side by side in the report (recipe: compare_precision).")
+              help="Also build these activation widths (e.g. 8,16) and compare them side by side in the report (recipe: "
+                   "compare_precision).")
 @click.option("--verbose", is_flag=True, help="Also show the libraries' own warnings and log lines (always kept in OUT/build.log).")
 def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Path | None, eval_data: Path | None,
           targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool, latency: bool,
@@ -152,7 +156,8 @@ def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Pat
         click.echo(result.summary())
         click.echo(f"\nwrote {result.out}/ (report.md, report.json, report.html, stats/, {', '.join(result.targets)})")
         if result.fallback_recipe is not None:
-            click.echo(f"auto_fallback kept {', '.join(result.fallback_layers)} at {result.fallback_keep}: recipe written to {result.fallback_recipe}")
+            click.echo(f"auto_fallback kept {', '.join(result.fallback_layers)} at {result.fallback_keep}: recipe written to "
+                       f"{result.fallback_recipe}")
         if not result.passed:
             raise GateFailedError(list(result.gates.failures))
 
@@ -190,7 +195,8 @@ def calibrate(model: str, weights: Path | None, recipe: Path, calib_data: Path, 
 @_weights_opt
 @click.option("--input-shape", help="Input shape with batch, e.g. 1,3,32,32: run the model once and list each layer's output shape.")
 @click.option("--recipe", type=click.Path(path_type=Path),
-              help="Recipe: say which exclude/no_clip/overrides entry applies to each layer (its input_shape is used without --input-shape).")
+              help="Recipe: say which exclude/no_clip/overrides entry applies to each layer (its input_shape is used without "
+                   "--input-shape).")
 def layers(model: str, weights: Path | None, input_shape: str | None, recipe: Path | None) -> None:
     """List module names usable in exclude, no_clip and overrides (with output shapes and what a recipe does to each)."""
 
@@ -288,10 +294,12 @@ def recipe_schema() -> None:
 @_weights_opt
 @_recipe_opt
 @click.option("--calib-data", type=click.Path(path_type=Path), help="Image folder, .npy, or .npz (or --stats).")
-@click.option("--eval-data", type=click.Path(path_type=Path), required=True, help="Data the variants are scored on (.npz with y for --metric accuracy).")
+@click.option("--eval-data", type=click.Path(path_type=Path), required=True,
+              help="Data the variants are scored on (.npz with y for --metric accuracy).")
 @click.option("--stats", type=click.Path(path_type=Path), help="Statistics from 'qconvert calibrate' (skips calibration).")
 @click.option("--metric", type=click.Choice(["sqnr", "accuracy"]), default="sqnr", show_default=True, help="What a layer loses or regains.")
-@click.option("--keep", type=click.Choice(["float", "int16"]), default="float", show_default=True, help="Higher precision for the regain ranking.")
+@click.option("--keep", type=click.Choice(["float", "int16"]), default="float", show_default=True,
+              help="Higher precision for the regain ranking.")
 @click.option("--target", help="Quantize under this target's constraints and placement (its runtime is not needed).")
 @click.option("--samples", type=click.IntRange(min=1), help="Score on at most this many evaluation samples.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the ranking as JSON to this file.")
@@ -315,7 +323,8 @@ def sensitivity(model: str, weights: Path | None, recipe: Path, calib_data: Path
 
         with captured() as log, reporting(_progress(quiet, log.terminal)):
             result = api.sensitivity(model, recipe, eval_data, calib_data=calib_data, stats=stats, weights=weights,
-                                     input_shape=_shape(input_shape), target=target, metric=metric, keep=keep, samples=samples)  # type: ignore[arg-type]  # metric: a click.Choice of the Metric literals
+                                     input_shape=_shape(input_shape), target=target, keep=keep, samples=samples,
+                                     metric=metric)  # type: ignore[arg-type]  # a click.Choice of the Metric literals
         click.echo(sensitivity_table(result))
         if json_out is not None:
             json_out.write_text(result.entry().model_dump_json(indent=1) + "\n")  # strict JSON: an exact SQNR is "inf"

@@ -336,7 +336,8 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         latency_skipped=artifact.runnable and not measure_latency,
         checks=extra.results if extra is not None else None,
         device=device_entry(device) if device is not None else None,
-        gated_on=device.label if device is not None else f"artifact in {artifact.runs_in or target.runtime_version()}" if artifact.runnable else None,
+        gated_on=device.label if device is not None
+        else f"artifact in {artifact.runs_in or target.runtime_version()}" if artifact.runnable else None,
         requantization=requantization_entries(qmodel.requantization),
         accumulators=accumulators,
     )

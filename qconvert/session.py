@@ -62,7 +62,8 @@ def prepare_session(model_ref: ModelSource, recipe_path: RecipeSource, calib_dat
     shape_source = calib_data if calib_data is not None else data_for_shape
     names = data_names(model, shape_source)
     calib = open_data(calib_data, names, recipe.preprocess) if calib_data is not None else None
-    example = example_inputs(recipe, input_shape, calib if calib else (open_data(data_for_shape, names, recipe.preprocess) if data_for_shape is not None else None), names)
+    shape_data = calib if calib else (open_data(data_for_shape, names, recipe.preprocess) if data_for_shape is not None else None)
+    example = example_inputs(recipe, input_shape, shape_data, names)
     check_fits(model, example, model_label(model_ref), names)
     captured = capture(model, example, names)
     check_layer_names(recipe, [n for n, _ in model.named_modules()] + module_names_of_graph(captured.graph))
@@ -71,7 +72,8 @@ def prepare_session(model_ref: ModelSource, recipe_path: RecipeSource, calib_dat
     return Session(recipe, recipe_path, model, captured, calib)
 
 
-def example_inputs(recipe: Recipe, input_shape: tuple[int, ...] | None, data: Dataset | None, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+def example_inputs(recipe: Recipe, input_shape: tuple[int, ...] | None, data: Dataset | None,
+                   names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
     shape = input_shape or recipe.input_shape
     if data is not None:
         first = next(data.batches(2, limit=2)).inputs
@@ -102,7 +104,8 @@ def check_fits(model: torch.nn.Module, example: tuple[torch.Tensor, ...], model_
                 "sizes: export it again with a dynamic batch, e.g. torch.export.export(model, (x,), "
                 "dynamic_shapes=({0: torch.export.Dim('batch')},)), and save that"
             ) from e
-        raise DataError(f"the model cannot run on inputs of shape {shapes}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise DataError(f"the model cannot run on inputs of shape {shapes}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from e
 
 
 def torch_batches(data: Dataset, batch_size: int, limit: int | None) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -63,7 +63,8 @@ BROKEN = textwrap.dedent('''
 @pytest.mark.slow  # ~30 s on 2 busy cores: a fresh interpreter imports torch and emits one model
 def test_the_kit_fails_a_target_that_drifts_from_the_simulation_or_loosens_its_tolerance(tmp_path: Path) -> None:
     (tmp_path / "test_broken.py").write_text(BROKEN)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "declared or pinned_tolerance_of_the_simulation and residual",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+                           "declared or pinned_tolerance_of_the_simulation and residual",
                            str(tmp_path)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     failed = sorted(line.split("::")[-1].split(" ")[0] for line in proc.stdout.splitlines() if line.startswith("FAILED"))

@@ -48,7 +48,8 @@ class _Frozen(BaseModel):
 class QScheme(_Frozen):
     """How one kind of tensor (weights or activations) is represented in integers."""
 
-    bits: int = Field(8, ge=2, le=16, description="Integer bit width, 2-16. Below 8 bits is simulated inside int8 storage; above 8 uses int16.")
+    bits: int = Field(8, ge=2, le=16,
+                      description="Integer bit width, 2-16. Below 8 bits is simulated inside int8 storage; above 8 uses int16.")
     mode: Mode = Field(
         "sym",
         description="sym: zero point 0, signed range; asym_u: unsigned range with a zero point; asym_s: signed range with a zero point.",
@@ -72,7 +73,8 @@ class CalibrationConfig(_Frozen):
         4096, description="Histogram bins over the symmetric power-of-two range [-R, R) (a power of two, so shards merge exactly)."
     )
     hist_samples: int = Field(
-        1 << 17, ge=0, description="Values per tensor per batch fed to the histogram and moments (a fixed stride sample; 0 = all). Min/max always see every value."
+        1 << 17, ge=0, description="Values per tensor per batch fed to the histogram and moments (a fixed stride sample; 0 = all). "
+                                   "Min/max always see every value."
     )
 
 
@@ -90,7 +92,8 @@ class Requantize(_Frozen):
         32, ge=8, le=32, description="Bits of the signed integer multiplier, sign included: 32 is TFLite's and gemmlowp's Q31 multiplier."
     )
     rounding: Literal["nearest", "floor"] = Field(
-        "nearest", description="How the multiplier is taken from the exact ratio: nearest (TFLite's QuantizeMultiplier), or floor (Distiller's truncation)."
+        "nearest", description="How the multiplier is taken from the exact ratio: nearest (TFLite's QuantizeMultiplier), or floor "
+                               "(Distiller's truncation)."
     )
     arithmetic: Literal["auto", "float", "fp32", "gemmlowp"] = Field(
         "auto", description="What the simulation computes for these layers. auto: the arithmetic the target's runtime uses "
@@ -116,8 +119,10 @@ class LayerOverride(_Frozen):
     qat_activation_ranges: QATActivationRanges | None = Field(
         None, description="QAT: how the matched layers' output ranges train, overriding qat.activation_ranges."
     )
-    qat_weight_ranges: QATWeightRanges | None = Field(None, description="QAT: how the matched layers' weight ranges train, overriding qat.weight_ranges.")
-    requantize: Requantize | None = Field(None, description="Fixed-point requantization of the matched layers, overriding the recipe's 'requantize'.")
+    qat_weight_ranges: QATWeightRanges | None = Field(None, description="QAT: how the matched layers' weight ranges train, overriding "
+                                                                        "qat.weight_ranges.")
+    requantize: Requantize | None = Field(None, description="Fixed-point requantization of the matched layers, overriding the recipe's "
+                                                            "'requantize'.")
     accumulator_bits: int | None = Field(
         None, ge=8, le=64, description="Accumulator width of the matched layers, overriding the recipe's 'accumulator_bits'."
     )
@@ -147,9 +152,11 @@ class Gates(_Frozen):
 
     max_accuracy_drop: float | None = Field(None, ge=0.0, description="Largest allowed float-minus-int8 accuracy drop, percentage points.")
     min_sqnr_db: float | None = Field(None, description="Smallest allowed SQNR of the artifact vs the float model, dB.")
-    min_top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="Smallest allowed fraction of samples whose top-1 class matches float.")
+    min_top1_agreement: float | None = Field(None, ge=0.0, le=1.0,
+                                             description="Smallest allowed fraction of samples whose top-1 class matches float.")
     max_parity_lsb: float | None = Field(
-        None, ge=0.0, description="Largest allowed artifact-vs-simulation error in output quantization steps; default: the target's declared tolerance."
+        None, ge=0.0,
+        description="Largest allowed artifact-vs-simulation error in output quantization steps; default: the target's declared tolerance."
     )
 
 
@@ -166,10 +173,12 @@ class AutoFallback(_Frozen):
     )
     max_layers: int = Field(3, ge=1, le=64, description="Most layers kept at higher precision.")
     keep: Literal["float", "int16"] = Field(
-        "float", description="float: the layer joins 'exclude'; int16: an override with 16-bit weights and activations (targets that run int16 only)."
+        "float", description="float: the layer joins 'exclude'; int16: an override with 16-bit weights and activations (targets that run "
+                             "int16 only)."
     )
     recipe_file: str = Field(
-        "recipe.fallback.yaml", pattern=r"^[\w.-]+\.ya?ml$", description="Name, in OUT, of the recipe with the chosen layers written in (commit it)."
+        "recipe.fallback.yaml", pattern=r"^[\w.-]+\.ya?ml$",
+        description="Name, in OUT, of the recipe with the chosen layers written in (commit it)."
     )
 
 
@@ -186,10 +195,12 @@ class QATConfig(_Frozen):
         "and offset with LSQ/LSQ+ gradients).",
     )
     weight_ranges: QATWeightRanges = Field(
-        "minmax", description="minmax: each step quantizes the weights (BatchNorm folded in) over their current min/max, as a build does; lsq: learnable per-channel step sizes."
+        "minmax", description="minmax: each step quantizes the weights (BatchNorm folded in) over their current min/max, as a build does; "
+                              "lsq: learnable per-channel step sizes."
     )
     freeze_bn_after: int | None = Field(
-        None, ge=0, description="Steps after which BatchNorm statistics stop updating and folded convolutions use the running statistics; null: never (eval mode always uses them)."
+        None, ge=0, description="Steps after which BatchNorm statistics stop updating and folded convolutions use the running statistics; "
+                                "null: never (eval mode always uses them)."
     )
     freeze_ranges_after: int | None = Field(None, ge=0, description="Steps after which ema ranges stop moving; null: never.")
     ema_decay: float = Field(0.99, gt=0.0, lt=1.0, description="Decay of the moving average behind ema ranges.")
@@ -200,7 +211,8 @@ class Recipe(_Frozen):
 
     version: Literal[1] = Field(RECIPE_VERSION, description="Recipe format version.")
     input_shape: tuple[int, ...] | None = Field(
-        None, description="Model input shape including the batch dimension (any value; the batch stays dynamic). Overridden by --input-shape."
+        None,
+        description="Model input shape including the batch dimension (any value; the batch stays dynamic). Overridden by --input-shape."
     )
     weights: QScheme = Field(
         QScheme(bits=8, mode="sym", granularity="per_channel"), description="Default weight scheme."
@@ -210,17 +222,20 @@ class Recipe(_Frozen):
     )
     calibration: CalibrationConfig = Field(CalibrationConfig(), description="Calibration settings.")
     weight_method: WeightMethod = Field(
-        "minmax", description="Weight ranges: minmax (max |w| per channel or tensor), or mse (the clip minimising each channel's squared error)."
+        "minmax",
+        description="Weight ranges: minmax (max |w| per channel or tensor), or mse (the clip minimising each channel's squared error)."
     )
     equalization: bool = Field(
-        False, description="Cross-layer equalization of conv pairs joined by ReLU before calibration (helps per-tensor weights of depthwise-separable nets)."
+        False, description="Cross-layer equalization of conv pairs joined by ReLU before calibration (helps per-tensor weights of "
+                           "depthwise-separable nets)."
     )
     bias_correction: bool | Literal["empirical", "analytic"] = Field(
         False, description="Bias correction after quantization (TIDL's advanced calibration). true or 'empirical': measured on "
         "bias_correction_samples calibration samples in two passes, layer by layer; 'analytic': from BatchNorm statistics, "
         "no data (Nagel et al.), weight error only, layers fed by a BatchNorm."
     )
-    bias_correction_iters: int = Field(1, ge=1, le=50, description="Passes of empirical bias correction; later layers see earlier corrections.")
+    bias_correction_iters: int = Field(1, ge=1, le=50,
+                                       description="Passes of empirical bias correction; later layers see earlier corrections.")
     bias_correction_samples: int = Field(
         128, ge=1, description="Calibration samples empirical bias correction measures on (memory grows with it, not with the data)."
     )
@@ -245,7 +260,8 @@ class Recipe(_Frozen):
         "Overridable per layer with overrides[].dynamic.",
     )
     exclude: tuple[str, ...] = Field((), description="Module names or globs kept in float.")
-    no_clip: tuple[str, ...] = Field((), description="Module names or globs whose output ranges always use min/max (e.g. the logits layer).")
+    no_clip: tuple[str, ...] = Field((),
+                                     description="Module names or globs whose output ranges always use min/max (e.g. the logits layer).")
     overrides: tuple[LayerOverride, ...] = Field((), description="Per-layer settings, matched on module names.")
     preprocess: Preprocess | None = Field(None, description="Preprocessing for image-folder data.")
     targets: dict[str, dict[str, Any]] = Field(
@@ -263,11 +279,13 @@ class Recipe(_Frozen):
         "error", description="When a target cannot represent a requested scheme: refuse the build, or adapt the scheme with a warning."
     )
     gates: Gates = Field(Gates(), description="Gates applied to every target.")
-    target_gates: dict[str, Gates] = Field(default_factory=dict, description="Gates for one target, replacing the global ones field by field.")
+    target_gates: dict[str, Gates] = Field(default_factory=dict,
+                                           description="Gates for one target, replacing the global ones field by field.")
     auto_fallback: AutoFallback | None = Field(
         None, description="When gates fail with plain PTQ, keep the most sensitive layers at higher precision until they pass."
     )
-    qat: QATConfig = Field(QATConfig(), description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
+    qat: QATConfig = Field(QATConfig(),
+                           description="Quantization-aware training settings (qconvert.qat.prepare); unused by post-training builds.")
     quantize_only: Literal["weights", "activations"] | None = Field(
         None,
         description="Static quantization of one kind of tensor only: 'weights' (weight-only: integer weights behind a "
@@ -275,7 +293,8 @@ class Recipe(_Frozen):
         "'weights: null' / 'activations: null' say the same. Targets that cannot run it refuse with one line.",
     )
     requantize: Requantize | None = Field(
-        None, description="Approximate every conv/linear requantization ratio by an integer multiplier and a shift; null: exact float ratios."
+        None,
+        description="Approximate every conv/linear requantization ratio by an integer multiplier and a shift; null: exact float ratios."
     )
     compare_precision: tuple[int, ...] | None = Field(
         None,

@@ -58,7 +58,10 @@ class Evaluator:
         with torch.no_grad():
             for i, b in enumerate(data.batches(batch_size, limit)):
                 inputs = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-                ref = references.outputs[i][0] if reuse and references is not None else flatten(call_model(model, data.input_names, inputs))[0].numpy()
+                if reuse and references is not None:
+                    ref = references.outputs[i][0]
+                else:
+                    ref = flatten(call_model(model, data.input_names, inputs))[0].numpy()
                 self.batches.append(_Batch(inputs, ref, b.labels))
         self.samples = sum(len(b.reference) for b in self.batches)
         self.labelled = all(b.labels is not None for b in self.batches)

@@ -16,14 +16,16 @@ from qconvert.recipe.model import Gates, Recipe
 from qconvert.verify.numbers import nan_to_none
 from qconvert.verify.report_schema import AccumulatorsEntry, Comparison, GateCheckEntry, Report, TargetEntry
 
-__all__ = ["E2E_STEPS_PER_SQRT_DEPTH", "E2E_UNEXPOSED_STEPS_PER_SQRT_DEPTH", "METRIC_TEXT", "GateCheck", "GateMetric", "Measured", "accumulator_checks", "check_gates",
+__all__ = ["E2E_STEPS_PER_SQRT_DEPTH", "E2E_UNEXPOSED_STEPS_PER_SQRT_DEPTH", "METRIC_TEXT", "GateCheck", "GateMetric", "Measured",
+           "accumulator_checks", "check_gates",
            "end_to_end_bound", "evaluate", "gate_checks", "gates_for", "require_measurable"]
 
 GateMetric = Literal["parity_lsb", "layer_parity_lsb", "accuracy_drop_pp", "sqnr_db", "top1_agreement", "accumulator_bits"]
 
 #: The end-to-end difference typical of ``depth`` requantizations when every layer is within the
 #: tolerance: one-step differences compounding like a random walk. Reported next to the measured
-#: end-to-end difference, gated only where an output is not covered by a compared tensor: it held on MobileNetV2, ResNet-18 and the deep test net
+#: end-to-end difference, gated only where an output is not covered by a compared tensor: it held on MobileNetV2,
+#: ResNet-18 and the deep test net
 #: (``python -m bench parity_depth``, at most 0.64 x sqrt(depth)), but the zoo's MobileNetV2
 #: (transformers, random init, depth 118) is 30 steps end to end with every layer within 1 step:
 #: how far rounding differences compound is the network's gain, not the artifact's fidelity.

@@ -49,7 +49,8 @@ def _header(r: Report) -> str:
     return (f"<h1>qconvert build report</h1>{verdict}<ul class=\"meta\">"
             f"<li>model <code>{escape(r.model)}</code></li>"
             f"<li>recipe <code>{escape(r.recipe)}</code> (file sha256 <code>{escape((r.recipe_file_sha256 or '-')[:12])}</code>)</li>"
-            f"<li>ranges {escape(c.ranges)}, method <code>{escape(c.method)}</code>, {escape(str(c.samples or '-'))} samples, {c.tensors} tensors</li>"
+            f"<li>ranges {escape(c.ranges)}, method <code>{escape(c.method)}</code>, {escape(str(c.samples or '-'))} samples, {c.tensors} "
+            "tensors</li>"
             f"<li>evaluated on <code>{escape(e.data)}</code>, {e.samples} samples{'' if e.held_out else ' (calibration data)'}</li>"
             f"<li>qconvert {escape(r.qconvert_version)}, torch {escape(r.torch_version)}</li></ul>")
 
@@ -159,7 +160,8 @@ def _bar_chart(rows: list[LayerSqnr]) -> str:
         out.append(f"<g class=bar data-key=\"{escape(r.key)}\"><title>{escape(label)}: {_fmt(v, '.2f', ' dB')}</title>"
                    f"<text x=\"{label_w - 6}\" y=\"{y + 15}\" text-anchor=\"end\" font-size=\"12\">{escape(label)}</text>"
                    f"<rect x=\"{label_w}\" y=\"{y}\" width=\"{frac * bar_w:.1f}\" height=\"{row_h - 6}\" fill=\"{color}\"/>"
-                   f"<text class=value x=\"{label_w + frac * bar_w + 6:.1f}\" y=\"{y + 15}\" font-size=\"12\">{_fmt(v, '.2f', ' dB')}</text></g>")
+                   f"<text class=value x=\"{label_w + frac * bar_w + 6:.1f}\" y=\"{y + 15}\" "
+                   f"font-size=\"12\">{_fmt(v, '.2f', ' dB')}</text></g>")
     out.append("</svg>")
     return "".join(out)
 
@@ -177,7 +179,8 @@ def _histogram_svg(h: LayerHistogram) -> str:
     bars = "".join(f"<rect x=\"{pad + i * bw:.1f}\" y=\"{ht - pad - l / peak * (ht - 2 * pad):.1f}\" width=\"{max(bw - 1, 1):.1f}\" "
                    f"height=\"{l / peak * (ht - 2 * pad):.1f}\" fill=\"#64748b\"/>" for i, l in enumerate(logs))
     c0, c1 = (x_of(v) for v in h.clip)
-    marks = (f"<rect x=\"{c0:.1f}\" y=\"{pad - 6}\" width=\"{max(c1 - c0, 1):.1f}\" height=\"{ht - 2 * pad + 6}\" fill=\"#2563eb\" fill-opacity=\"0.08\"/>"
+    marks = (f"<rect x=\"{c0:.1f}\" y=\"{pad - 6}\" width=\"{max(c1 - c0, 1):.1f}\" height=\"{ht - 2 * pad + 6}\" fill=\"#2563eb\" "
+             "fill-opacity=\"0.08\"/>"
              f"<line class=clip x1=\"{c0:.1f}\" x2=\"{c0:.1f}\" y1=\"{pad - 6}\" y2=\"{ht - pad}\" stroke=\"#b42318\" stroke-width=\"2\"/>"
              f"<line class=clip x1=\"{c1:.1f}\" x2=\"{c1:.1f}\" y1=\"{pad - 6}\" y2=\"{ht - pad}\" stroke=\"#b42318\" stroke-width=\"2\"/>")
     axis = (f"<text x=\"{pad}\" y=\"{ht - 6}\" font-size=\"11\">{_fmt(lo, '.3g')}</text>"

@@ -126,7 +126,8 @@ class ParityAtDepth:
         return LayerParityEntry(
             tolerance_lsb=self.tolerance_lsb, samples=self.samples, depth=self.depth, compared=self.compared,
             max_lsb_error=self.max_steps, outputs_covered=self.outputs_covered, end_to_end_bound_lsb=self.end_to_end_bound_lsb,
-            first_divergence=None if first is None else FirstDivergence(**first.row().model_dump(), text=f"{first.where()}: {first.problem()}"),
+            first_divergence=None if first is None else FirstDivergence(**first.row().model_dump(),
+                                                                        text=f"{first.where()}: {first.problem()}"),
             layers=[la.row() for la in self.layers],
         )
 
@@ -298,7 +299,8 @@ def _outputs_covered(gm: GraphModule, compared: set[str]) -> bool:
 
 def _row(qmodel: QuantizedModel, n: Node, acc: _Acc, runtime_name: str | None, missing: bool, tolerance: float) -> LayerParity:
     src = n.args[0]
-    common: dict[str, Any] = {"node": n.name, "tensor": src.name if isinstance(src, Node) else "?", "op": _op_of(n), "module": _module_of(qmodel, n)}
+    common: dict[str, Any] = {"node": n.name, "tensor": src.name if isinstance(src, Node) else "?", "op": _op_of(n),
+                              "module": _module_of(qmodel, n)}
     if missing:
         return LayerParity(**common, runtime_tensor=None, status="missing")
     if runtime_name is None:

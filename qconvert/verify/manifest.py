@@ -111,7 +111,8 @@ class Manifest(_Strict):
     target: str
     runtime: str = Field(..., description="Runtime and version the artifact was verified with.")
     recipe: dict[str, JsonValue] = Field(..., description="The effective recipe this target quantized with (after optimize_for).")
-    recipe_hash: str = Field(..., pattern="^[0-9a-f]{64}$", description="sha256 of that effective recipe (report.json's targets.<name>.recipe_hash).")
+    recipe_hash: str = Field(..., pattern="^[0-9a-f]{64}$",
+                             description="sha256 of that effective recipe (report.json's targets.<name>.recipe_hash).")
     recipe_file_sha256: str | None = Field(..., description="sha256 of the recipe file's bytes, as committed.")
     target_options: dict[str, JsonValue] = Field(..., description="The target's options as validated.")
     artifact: ArtifactRecord

@@ -101,7 +101,8 @@ def verify_artifact(directory: Path, registry: TargetRegistry, data: Path | None
     manifest = _manifest(directory)
     name = manifest.target
     if name not in registry.names():
-        raise TargetUnavailableError(f"{directory}: target '{name}' is not installed here; pip install its plugin (qconvert-{name}) and runtime")
+        raise TargetUnavailableError(f"{directory}: target '{name}' is not installed here; pip install its plugin (qconvert-{name}) and "
+                                     "runtime")
     target = _load(registry, name)
     artifact = manifest.artifact.artifact(directory, target.Details)
     if not artifact.path.is_file():
@@ -155,14 +156,16 @@ def _golden(directory: Path, artifact: Artifact) -> tuple[Arrays, Arrays, np.nda
     g = directory / "golden"
     fix = "the build writes golden/ for runnable artifacts; build again or pass --data"
     check_dir(g, "golden folder", BadInputError, fix)
-    files = {f"input_{n}": g / f"input_{n}.npy" for n in artifact.input_names} | {f"output_{n}": g / f"output_{n}.npy" for n in artifact.output_names}
+    files = {f"input_{n}": g / f"input_{n}.npy" for n in artifact.input_names}
+    files |= {f"output_{n}": g / f"output_{n}.npy" for n in artifact.output_names}
     arrays: Arrays = {}
     for key, f in files.items():
         check_file(f, "golden file", BadInputError, fix)
         with reading(f, "golden .npy file", BadInputError, fix):
             arrays[key] = np.load(f)
         if arrays[key].ndim == 0 or not np.issubdtype(arrays[key].dtype, np.number):
-            raise BadInputError(f"{f}: a golden file holds a batch of numbers, this holds {arrays[key].dtype} of shape {arrays[key].shape}; {fix}")
+            raise BadInputError(f"{f}: a golden file holds a batch of numbers, this holds {arrays[key].dtype} of shape "
+                                f"{arrays[key].shape}; {fix}")
     inputs = {n: arrays[f"input_{n}"] for n in artifact.input_names}
     outputs = {n: arrays[f"output_{n}"] for n in artifact.output_names}
     return inputs, outputs, None, "golden/"
@@ -183,7 +186,8 @@ def _user_data(path: Path, artifact: Artifact) -> tuple[Arrays, Arrays, np.ndarr
     for n in artifact.input_names:
         key = next((k for k in (f"input_{n}", n) if k in arrays), "x" if len(artifact.input_names) == 1 and "x" in arrays else None)
         if key is None:
-            raise DataError(f"{path}: no array for input '{n}' (name it 'input_{n}'{' or x' if len(artifact.input_names) == 1 else ''}); the file has {sorted(arrays)}")
+            raise DataError(f"{path}: no array for input '{n}' (name it 'input_{n}'{' or x' if len(artifact.input_names) == 1 else ''}); "
+                            f"the file has {sorted(arrays)}")
         inputs[n] = np.ascontiguousarray(arrays[key])
     missing = [n for n in artifact.output_names if f"output_{n}" not in arrays]
     if missing:
@@ -209,6 +213,7 @@ def _compare(name: str, expected: np.ndarray, got: np.ndarray, step: float | Non
     c = CompareAccumulator(lsb=step)
     c.update(expected, got)
     r = c.result()
-    allowed = tolerance_lsb * step + 1e-3 * step if step else _FLOAT_RTOL * max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    allowed = tolerance_lsb * step + 1e-3 * step if step else _FLOAT_RTOL * max(1.0,
+                                                                                float(np.max(np.abs(expected))) if expected.size else 1.0)
     top1 = r.top1_agreement if expected.ndim >= 2 else None
     return OutputCheck(name, r.max_abs_error, step, r.max_lsb_error, tolerance_lsb, allowed, r.sqnr_db, top1)

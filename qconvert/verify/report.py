@@ -45,7 +45,8 @@ def summary_table(report: Report) -> str:
         drop = fa - acc if fa is not None and acc is not None else None
         sim, flt = t.vs_simulation, t.vs_float
         rows.append(
-            f"| {name} | {'yes, ' + t.executed_in if t.executed_in else 'yes'} | {cell(acc)} | {cell(drop)} | {cell(sim.max_lsb_error, '.3f')} | "
+            f"| {name} | {'yes, ' + t.executed_in if t.executed_in else 'yes'} | {cell(acc)} | {cell(drop)} | "
+            f"{cell(sim.max_lsb_error, '.3f')} | "
             f"{cell(flt.sqnr_db)} | {cell(flt.top1_agreement, '.4f')} | {size} | {speedup_cell(t)} | {int8_nodes_cell(t)} |"
         )
     return "\n".join(rows)
@@ -72,14 +73,16 @@ def _layer_parity_lines(t: TargetEntry) -> list[str]:
                  f"at depth {depth}, or drift well below the quantization noise)")]
     first = lp.first_divergence
     lines = [(f"- per-layer parity ({lp.compared} quantized tensors, {lp.samples} samples, each layer fed the runtime's "
-              f"inputs): worst {cell(lp.max_lsb_error, '.0f')} steps (tolerance {cell(lp.tolerance_lsb, 'g')}); end to end typically within "
+              f"inputs): worst {cell(lp.max_lsb_error, '.0f')} steps (tolerance {cell(lp.tolerance_lsb, 'g')}); end to end typically "
+              "within "
               f"{cell(lp.end_to_end_bound_lsb, '.2f')} steps at depth {lp.depth}"),
              f"- first divergence: {first.text}" if first else "- first divergence: none"]
     bad = [r for r in lp.layers if r.status not in ("ok", "not_exposed")][:10]
     if bad:
         lines += ["", "| # | op | layer | tensor | status | max steps |", "|---|---|---|---|---|---|"]
         index = {r.node: i for i, r in enumerate(lp.layers)}
-        lines += [f"| {index[r.node]} | {r.op} | `{r.module or '-'}` | `{r.tensor}` | {r.status} | {cell(r.max_steps, '.0f')} |" for r in bad]
+        lines += [f"| {index[r.node]} | {r.op} | `{r.module or '-'}` | `{r.tensor}` | {r.status} | {cell(r.max_steps, '.0f')} "
+                  "|" for r in bad]
         lines.append("")
     return lines
 
@@ -153,7 +156,8 @@ def _markdown(report: Report) -> str:
     fb = report.fallback
     if fb is not None:
         kept = ", ".join(f"`{n}`" for n in fb.layers) or "none needed"
-        lines.append(f"## automatic fallback\n- kept at {fb.keep}: {kept}" + (f" (recipe written to `{fb.recipe_file}`)" if fb.recipe_file else ""))
+        lines.append(f"## automatic fallback\n- kept at {fb.keep}: "
+                     f"{kept}" + (f" (recipe written to `{fb.recipe_file}`)" if fb.recipe_file else ""))
         screened = ", ".join(t.target for t in fb.steps[0].targets) if fb.steps else ""
         ranked = f"; layers ranked under {fb.ranked_on}'s plan" if fb.ranked_on else ""
         lines.append(f"- screened per target ({screened}): each variant simulated with that target's schemes, constraints "

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AccumulatorsEntry", "Calibration", "Comparison", "EvalInfo", "ExtraResults", "Fallback", "FloatInfo", "GateCheckEntry",
            "GatesEntry", "ImportedGridEntry", "LatencyEntry", "LayerParityEntry", "Layers", "OptimizeForEntry", "OutputEntry",
-           "PrecisionComparison", "PrecisionRow", "RankedLayer", "Report", "SensitivityRanking", "TargetEntry", "TimingsEntry", "report_json_schema",
+           "PrecisionComparison", "PrecisionRow", "RankedLayer", "Report", "SensitivityRanking", "TargetEntry", "TimingsEntry",
+           "report_json_schema",
            "report_json_schema_text"]
 
 Num = JsonFloat
@@ -66,7 +67,8 @@ class LayerHistogram(_Strict):
     module: str = Field(..., description="Producing module.")
     method: str = Field(..., description="Range method that chose the clip range.")
     clip: list[Num] = Field(..., min_length=2, max_length=2, description="Chosen clip range [lo, hi].")
-    grid: list[Num] = Field(..., min_length=2, max_length=2, description="Range the integer grid represents [lo, hi] (scale and zero point).")
+    grid: list[Num] = Field(..., min_length=2, max_length=2,
+                            description="Range the integer grid represents [lo, hi] (scale and zero point).")
     observed: list[Num] = Field(..., min_length=2, max_length=2, description="Observed [min, max] during calibration.")
     bins: HistBins
 
@@ -174,7 +176,8 @@ class RequantizedLayer(_Strict):
 class OutputEntry(_Strict):
     """One model output of one artifact (models return tuples, dicts, ModelOutputs: each tensor is an output)."""
 
-    name: str = Field(..., description="Path of the tensor in the model's output ('logits', 'hidden_states.2'; 'output' for a bare tensor).")
+    name: str = Field(...,
+                      description="Path of the tensor in the model's output ('logits', 'hidden_states.2'; 'output' for a bare tensor).")
     output_scale: Num | None = Field(..., description="Scale of the output's final dequantize; null for a float output.")
     parity_step: Num | None = Field(..., description="Step max_lsb_error is counted in.")
     vs_simulation: Comparison
@@ -230,10 +233,12 @@ class TargetEntry(_Strict):
     simulation_accuracy: Num | None = Field(None, description="Top-1 accuracy of the torch simulation, %.")
     output_scale: Num | None = Field(None, description="Scale of the first output's dequantize.")
     parity_step: Num | None = Field(None, description="Step parity is measured in (of the output farthest from the simulation).")
-    vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation: the output farthest from it, in its own steps.")
+    vs_simulation: Comparison | None = Field(None, description="Artifact vs the torch Q/DQ simulation: the output farthest from it, in "
+                                                               "its own steps.")
     vs_float: Comparison | None = Field(None, description="Artifact vs the float model: the first (primary) output.")
     outputs: list[OutputEntry] | None = Field(None, description="Every model output, in the model's order; each is verified and gated.")
-    latency: LatencyEntry | None = Field(None, description="Latency of the artifact against the float model in the same runtime, when measured.")
+    latency: LatencyEntry | None = Field(None,
+                                         description="Latency of the artifact against the float model in the same runtime, when measured.")
     latency_skipped: bool = Field(False, description="True when the build ran with --no-latency.")
     optimize_for: OptimizeForEntry | None = Field(None, description="What the target optimised for and the types that gave.")
     recipe_hash: str | None = Field(
@@ -243,9 +248,12 @@ class TargetEntry(_Strict):
                                  "or a device prediction where the device cannot run here (TIDL).")
     device: DeviceEntry | None = Field(None, description="The device prediction's figures, where the target gives one (TIDL).")
     layers: Layers | None = Field(None, description="Per-layer SQNR and worst-layer histograms (simulation vs float).")
-    accumulators: AccumulatorsEntry | None = Field(None, description="Widest accumulators per layer (recipe accumulator_bits), when checked.")
-    requantization: list[RequantizedLayer] | None = Field(None, description="Layers whose requantization ratios are fixed-point (recipe requantize).")
-    parity_depth: int | None = Field(None, description="Requantizations on the longest path of the simulation: the end-to-end parity bound grows with its square root.")
+    accumulators: AccumulatorsEntry | None = Field(None,
+                                                   description="Widest accumulators per layer (recipe accumulator_bits), when checked.")
+    requantization: list[RequantizedLayer] | None = Field(None, description="Layers whose requantization ratios are fixed-point (recipe "
+                                                                            "requantize).")
+    parity_depth: int | None = Field(None, description="Requantizations on the longest path of the simulation: the end-to-end parity "
+                                                       "bound grows with its square root.")
     layer_parity: LayerParityEntry | None = Field(
         None, description="Per-layer parity: each quantized tensor of the runtime vs the simulation of that layer fed the "
         "runtime's inputs; null where the target exposes no intermediates (checked end to end only).")

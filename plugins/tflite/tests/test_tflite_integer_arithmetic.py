@@ -90,7 +90,8 @@ def test_gemmlowp_arithmetic_is_bit_exact_with_litert_reference_conv_kernels(ses
 
     qm, artifact = _build(session, "gemmlowp", tmp_path / "gemmlowp")
     target = _target()
-    monkeypatch.setattr(runtime, "interpreter_class", lambda: functools.partial(Interpreter, experimental_op_resolver_type=OpResolverType.BUILTIN_REF))
+    monkeypatch.setattr(runtime, "interpreter_class",
+                        lambda: functools.partial(Interpreter, experimental_op_resolver_type=OpResolverType.BUILTIN_REF))
     intermediates._loaded.cache_clear()  # the export's tensor mapping loaded it with the default kernels
     data = open_dataset(digits["eval"], qm.input_names, session.recipe.preprocess)
 
