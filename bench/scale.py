@@ -140,7 +140,8 @@ def real_network() -> None:
         qm, t = _timed(lambda: quantize(cap, recipe_from_text(RECIPE + extra), stats, calibration_batches=batches))  # type: ignore[arg-type]  # noqa: B023
         agree, sqnr = _agreement(refs, qm.graph, evals)  # type: ignore[attr-defined]
         rows.append((label, t_cal + t, agree, sqnr))
-    print(f"\n### {MODEL} (ImageNet weights), {len(calib)} calibration views, {sum(len(x) for x in evals)} evaluation views of other photos\n")
+    n_eval = sum(len(x) for x in evals)
+    print(f"\n### {MODEL} (ImageNet weights), {len(calib)} calibration views, {n_eval} evaluation views of other photos\n")
     print(f"capture {t_cap:.1f} s; qconvert calibrate {t_cal:.1f} s (one pass, statistics for every tensor)\n")
     for fast in (True, False):
         try:
