@@ -30,6 +30,7 @@ from qconvert.core.quantize import QuantizedModel
 from qconvert.io.data import Dataset
 from qconvert.targets.base import Artifact, Target
 from qconvert.targets.intermediates import Intermediates, RuntimeTensor
+from qconvert.verify.chunks import ChunkSizer
 from qconvert.verify.gates import end_to_end_bound
 from qconvert.verify.report_schema import FirstDivergence, LayerParityEntry, LayerParityRow
 
@@ -216,18 +217,22 @@ def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, dat
     exposed: dict[str, str] = {}
     missing: set[str] = set()
     samples = 0
+    sizer = ChunkSizer()  # every exposed tensor of a sub-batch is held at once: sized to a memory budget
     with torch.no_grad():
         for b in data.batches(batch_size, limit):
-            run: Intermediates | None = target.run_with_intermediates(artifact, dict(zip(artifact.input_names, b.inputs)))
-            if run is None:
-                return None
-            exposed.update({k: t.name for k, t in run.tensors.items()})
-            missing.update(run.missing)
-            fed = _FedByRuntime(qmodel.simulation, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in b.inputs))
-            leaves = tree_leaves(fed)
-            for i in float_outputs:
-                _compare_output(out_acc[i], leaves[i] if i < len(leaves) else None, run.outputs, i, steps_of[i], tolerance_lsb)
-            samples += len(b.inputs[0])
+            for chunk in sizer.chunks(b.inputs):
+                run: Intermediates | None = target.run_with_intermediates(artifact, dict(zip(artifact.input_names, chunk)))
+                if run is None:
+                    return None
+                exposed.update({k: t.name for k, t in run.tensors.items()})
+                missing.update(run.missing)
+                fed = _FedByRuntime(qmodel.simulation, run.tensors, acc, tolerance_lsb).run(*(torch.from_numpy(np.array(a)) for a in chunk))
+                leaves = tree_leaves(fed)
+                for i in float_outputs:
+                    _compare_output(out_acc[i], leaves[i] if i < len(leaves) else None, run.outputs, i, steps_of[i], tolerance_lsb)
+                # the runtime's tensors, and as much again for the simulation's values and their float64 comparison
+                sizer.observed(2 * sum(np.asarray(t.values).nbytes for t in run.tensors.values()), len(chunk[0]))
+                samples += len(chunk[0])
     layers = tuple(_row(qmodel, n, acc[n.name], exposed.get(n.name), n.name in missing, tolerance_lsb) for n in nodes)
     layers += tuple(_output_row(qmodel, i, o, out_acc[i], tolerance_lsb) for i, o in float_outputs.items())
     compared = {la.node for la in layers if la.status in ("ok", "diverged")}

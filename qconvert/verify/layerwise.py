@@ -23,6 +23,7 @@ from qconvert.core.quantize import QuantizedModel
 from qconvert.core.ranges import choose_range
 from qconvert.core.stats import StatsSet, TensorStats
 from qconvert.io.data import Dataset
+from qconvert.verify.chunks import ChunkSizer
 from qconvert.verify.metrics import CompareAccumulator
 from qconvert.verify.report_schema import HistBins, LayerHistogram, Layers, LayerSqnr
 
@@ -64,16 +65,27 @@ def layer_reports(qmodels: Mapping[str, QuantizedModel], stats: StatsSet, data: 
     acc = {name: {p.key: CompareAccumulator(classifier=False) for p in ps} for name, ps in probes.items()}
     captured = next(iter(qmodels.values())).captured.graph
     samples = 0
+    sizer = ChunkSizer()
     with torch.no_grad():
         for b in data.batches(batch_size, limit):
-            inputs = tuple(torch.from_numpy(np.array(a)) for a in b.inputs)
-            ref = _record(captured, inputs, {p.float_node for ps in probes.values() for p in ps})
-            for name, qm in qmodels.items():
-                got = _record(qm.graph, inputs, {p.quant_node for p in probes[name]})
-                for p in probes[name]:
-                    acc[name][p.key].update(ref[p.float_node].numpy(), got[p.quant_node].numpy())
-            samples += len(inputs[0])
+            for chunk in sizer.chunks(b.inputs):
+                inputs = tuple(torch.from_numpy(np.array(a)) for a in chunk)
+                ref = _record(captured, inputs, {p.float_node for ps in probes.values() for p in ps})
+                recorded = _nbytes(ref)
+                for name, qm in qmodels.items():
+                    got = _record(qm.graph, inputs, {p.quant_node for p in probes[name]})
+                    recorded += _nbytes(got)
+                    for p in probes[name]:
+                        acc[name][p.key].update(ref[p.float_node].numpy(), got[p.quant_node].numpy())
+                    del got
+                del ref
+                sizer.observed(recorded, len(inputs[0]))
+                samples += len(inputs[0])
     return {name: _rows(qm, stats, probes[name], acc[name], samples, worst) for name, qm in qmodels.items()}
+
+
+def _nbytes(values: Mapping[str, torch.Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in values.values() if isinstance(v, torch.Tensor))
 
 
 def _rows(qmodel: QuantizedModel, stats: StatsSet, probes: list[_Probe], acc: dict[str, CompareAccumulator], samples: int,
