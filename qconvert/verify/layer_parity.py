@@ -201,9 +201,9 @@ def _op_of(node: Node) -> str:
 
 
 def _module_of(qmodel: QuantizedModel, node: Node) -> str:
+    """The module whose output a quantize node quantizes."""
     src = node.args[0]
-    tq = qmodel.decisions.get(src.name) if isinstance(src, Node) else None
-    return tq.module if tq is not None else ""
+    return _module_of_node(qmodel, src) if isinstance(src, Node) else ""
 
 
 def layer_parity(target: Target, artifact: Artifact, qmodel: QuantizedModel, data: Dataset, tolerance_lsb: float,
@@ -288,6 +288,7 @@ def _target_name(node: Node) -> str:
 
 
 def _module_of_node(qmodel: QuantizedModel, node: Node) -> str:
+    """The module that computed ``node``: the quantization decision's, else the export's module stack."""
     tq = qmodel.decisions.get(node.name)
     if tq is not None:
         return tq.module
