@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qconvert.verify.layerwise import rebin
-from qconvert.verify.manifest import Manifest, manifest_json_schema_text
+from qconvert.verify.manifest import Manifest, QuantizationEntry, manifest_json_schema_text
 from qconvert.verify.report import report_json
 from qconvert.verify.report_schema import Report, report_json_schema_text
 
@@ -27,6 +27,15 @@ def test_committed_report_schema_matches_the_models() -> None:
 
 def test_committed_manifest_schema_matches_the_models() -> None:
     assert (ROOT / "schemas" / "manifest.schema.json").read_text() == manifest_json_schema_text(), "run 'make schema'"
+
+
+def test_manifest_quantization_entry_has_exactly_the_core_summary_fields() -> None:
+    """The torch-free manifest model repeats QParamSummary's fields; a field added to one alone fails here."""
+    from dataclasses import fields
+
+    from qconvert.core.quantize import QParamSummary
+
+    assert list(QuantizationEntry.model_fields) == [f.name for f in fields(QParamSummary)]
 
 
 def test_real_manifest_validates_against_schema_and_reads_back_identical(onnx_build: Path) -> None:

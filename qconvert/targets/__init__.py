@@ -31,6 +31,7 @@ from qconvert.targets.base import (
     Target,
     TargetOptions,
 )
+from qconvert.targets.inputs import fit_integer_input
 from qconvert.targets.intermediates import Intermediates, RuntimeTensor
 from qconvert.targets.speed import FastTypes
 
@@ -81,6 +82,7 @@ __all__ = [
     "arg_node",
     "attr_of",
     "call_model",
+    "fit_integer_input",
     "interleaved_ms",
     "module_of",
     "op_kind",

@@ -88,7 +88,12 @@ class ManifestParity(_Strict):
 
 
 class QuantizationEntry(_Strict):
-    """One quantized tensor (activation or weight) and its grid."""
+    """One quantized tensor (activation or weight) and its grid.
+
+    Field for field ``qconvert.core.quantize.QParamSummary``, which it is validated from; it is
+    declared again here because a manifest is read on a board without torch, and that module
+    imports torch. ``tests/test_report.py`` keeps the two field lists equal.
+    """
 
     key: str
     role: str

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from qconvert.targets import fit_integer_input
+
 __all__ = ["dequantize_output", "interpreter_class", "load", "quantize_input", "run_loaded", "run_tflite", "runtime_name"]
 
 
@@ -117,10 +119,8 @@ def _invoke(m: _Loaded, arrays: list[np.ndarray]) -> list[np.ndarray]:
     for edge, a in zip(m.inputs, arrays):
         if _quantized(edge) and not np.issubdtype(np.asarray(a).dtype, np.integer):
             a = quantize_input(a, edge.scale, edge.zero_point, edge.dtype)
-        elif np.issubdtype(edge.dtype, np.integer) and np.issubdtype(np.asarray(a).dtype, np.integer):
-            info = np.iinfo(edge.dtype)
-            if a.size and (a.min() < info.min or a.max() > info.max):
-                raise ValueError(f"input values {a.min()}..{a.max()} do not fit the model's {np.dtype(edge.dtype).name} input")
+        else:
+            a = fit_integer_input(np.asarray(a), edge.dtype, "TFLite")
         m.interpreter.set_tensor(edge.index, np.ascontiguousarray(a, dtype=edge.dtype))
     m.interpreter.invoke()
     outs = []
