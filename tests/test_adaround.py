@@ -39,7 +39,8 @@ def test_adaround_learns_rounding_that_beats_nearest() -> None:
     batches = lambda: [(x[i:i + 32],) for i in range(0, len(x), 32)]
     stats = calibrate(cap, recipe, batches())
     nearest = quantize(cap, recipe, stats).graph
-    learned = quantize(cap, recipe_from_text(RECIPE + "weight_rounding: adaround\nadaround_iterations: 150\n"), stats,
+    learned_recipe = RECIPE + "weight_rounding: adaround\nadaround_iterations: 150\nadaround_target: layer\n"
+    learned = quantize(cap, recipe_from_text(learned_recipe), stats,
                        calibration_batches=batches).graph
     xe = torch.randn(64, 3, 8, 8)
     with torch.no_grad():
@@ -63,6 +64,52 @@ def test_adaround_report_per_layer() -> None:
     recipe = recipe_from_text(RECIPE)
     batches = lambda: [(x,)]
     qgm = quantize(cap, recipe, calibrate(cap, recipe, batches())).graph
-    rows = learn_rounding(cap.graph, qgm, batches, samples=32, iterations=60)
+    rows = learn_rounding(cap.graph, qgm, batches, samples=32, iterations=200)
     assert [r.layer for r in rows] == ["conv2d", "conv2d_1", "conv2d_2", "linear"]
     assert all(0.0 <= r.flipped < 0.5 and r.error_learned <= r.error_nearest * 1.05 for r in rows)
+
+
+def test_adaround_network_target_fits_the_float_network() -> None:
+    """adaround_target: network (the default) reconstructs the float network's own values at each layer, so on the
+    samples it learns from, the quantized network (activations quantized too) ends closer to float than with
+    nearest rounding or with the layer-by-layer target; integers stay on the grid, one step from nearest at most."""
+    model = _net()
+    x = torch.randn(96, 3, 8, 8)
+    cap = capture(model, (x[:2],))
+    recipe = recipe_from_text(RECIPE)
+    batches = lambda: [(x[i:i + 32],) for i in range(0, len(x), 32)]
+    stats = calibrate(cap, recipe, batches())
+    nearest = quantize(cap, recipe, stats).graph
+    graphs = {t: quantize(cap, recipe_from_text(RECIPE + f"weight_rounding: adaround\nadaround_iterations: 300\nadaround_target: {t}\n"),
+                          stats, calibration_batches=batches).graph for t in ("network", "layer")}
+    with torch.no_grad():
+        ref = model(x)
+        assert _sqnr(ref, graphs["network"](x)) > max(_sqnr(ref, nearest(x)), _sqnr(ref, graphs["layer"](x))) + 0.5
+    before, after = _int_weights(nearest), _int_weights(graphs["network"])
+    for k in before:
+        assert int((after[k].int() - before[k].int()).abs().max()) <= 1
+
+
+def test_conv_windows_are_the_full_maps_windows() -> None:
+    """Steps on a window of a strided, padded conv: the window's input through the conv gives exactly the
+    full output's window, so the target (the float network's full map) lines up with what is learned."""
+    from qconvert.core.adaround import _Layer, _qweight, _Windows
+    from qconvert.core.graph import OpKind, op_kind
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.ReLU6()).eval()
+    x = torch.randn(4, 3, 80, 70)
+    cap = capture(model, (x[:2],))
+    recipe = recipe_from_text(RECIPE)
+    qgm = quantize(cap, recipe, calibrate(cap, recipe, [(x,)])).graph
+    node = next(n for n in qgm.graph.nodes if op_kind(n) == OpKind.WEIGHTED)
+    qw = _qweight(qgm, node)
+    assert qw is not None
+    layer = _Layer(qgm, node, model[0].weight.detach(), qw)
+    ref = layer.act(layer.run(x, layer.w.float()))
+    windows = _Windows(layer, x, ref, batch=2, size=16, generator=torch.Generator().manual_seed(1))
+    assert windows.conv is not None
+    for _ in range(5):
+        _, target, run = windows.draw()
+        assert target.shape[2:] == (16, 16)
+        torch.testing.assert_close(run(layer.w.float()), target, atol=1e-5, rtol=1e-5)

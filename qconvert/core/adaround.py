@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,12 @@ from torch.fx import GraphModule, Node
 
 from qconvert.core.bias_correction import Batches, folded_reference
 from qconvert.core.graph import OpKind, arg_int, arg_node, attr_of, op_kind
-from qconvert.core.walk import Chunks, walk
+from qconvert.core.walk import Chunks, steps, walk
 
-__all__ = ["RoundedLayer", "learn_rounding"]
+__all__ = ["AdaroundTarget", "RoundedLayer", "learn_rounding"]
+
+#: What each layer's rounding reconstructs: the float network's own output there, or the layer with float weights on its quantized input.
+AdaroundTarget = Literal["network", "layer"]
 
 _DQ_PER_CHANNEL = torch.ops.quantized_decomposed.dequantize_per_channel.default
 _DQ_PER_TENSOR = torch.ops.quantized_decomposed.dequantize_per_tensor.default
@@ -132,6 +135,15 @@ class _Layer:
         fn: Callable[..., torch.Tensor] = self.node.target  # type: ignore[assignment]  # fx types a call_function target as str too
         return fn(x, weight.to(x.dtype), self.bias, *self.rest, **self.kwargs)
 
+    def conv2d(self) -> tuple[list[int], list[int], list[int], int] | None:
+        """stride, padding, dilation and groups of a plain 2-d convolution (windows can be cut from it), else None."""
+        if self.node.target != torch.ops.aten.conv2d.default or self.kwargs:
+            return None
+        defaults: list[Any] = [[1], [0], [1], 1]
+        rest = [*self.rest, *defaults[len(self.rest):]]
+        two = [([int(v[0])] * 2 if len(v) == 1 else [int(a) for a in v]) for v in rest[:3]]
+        return two[0], two[1], two[2], int(rest[3])
+
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
         return ((q - self.qw.zero_point) * self.qw.scale).float()
 
@@ -150,35 +162,48 @@ def _error(layer: _Layer, x: torch.Tensor, ref: torch.Tensor, q: torch.Tensor) -
     return float(((layer.act(layer.run(x, layer.dequantize(q))) - ref) ** 2).mean())
 
 
-def _crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A random ``size`` x ``size`` window of a 4-d (N, C, H, W) input, or ``x`` where it is not larger."""
-    if x.dim() != 4 or (x.shape[2] <= size and x.shape[3] <= size):
-        return x
-    h, w = min(size, x.shape[2]), min(size, x.shape[3])
-    i = int(torch.randint(0, x.shape[2] - h + 1, (1,), generator=generator))
-    j = int(torch.randint(0, x.shape[3] - w + 1, (1,), generator=generator))
-    return x[:, :, i:i + h, j:j + w]
+class _Windows:
+    """Random training batches of one layer: its inputs and its targets on ``batch`` samples and,
+    for a 2-d convolution, a random output window of at most ``size`` x ``size`` with the input
+    window that computes it (the conv's zero padding applied to the whole map first), so a step
+    costs the same at every resolution and its target is the target's own window."""
+
+    def __init__(self, layer: _Layer, x: torch.Tensor, ref: torch.Tensor, batch: int, size: int,
+                 generator: torch.Generator) -> None:
+        self.layer, self.x, self.ref, self.batch, self.size, self.generator = layer, x, ref, batch, size, generator
+        conv = layer.conv2d() if x.dim() == 4 and ref.dim() == 4 else None
+        self.conv = conv if conv is not None and (ref.shape[2] > size or ref.shape[3] > size) else None
+
+    def _int(self, high: int) -> int:
+        return int(torch.randint(0, high, (1,), generator=self.generator))
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """Inputs, targets and the layer run (weight -> output through its activation) for one step."""
+        idx = torch.randint(0, len(self.x), (min(self.batch, len(self.x)),), generator=self.generator)
+        xb, ref, layer = self.x[idx], self.ref[idx], self.layer
+        if self.conv is None:
+            return xb, ref, lambda w: layer.act(layer.run(xb, w))
+        stride, pad, dil, groups = self.conv
+        h, w = min(self.size, ref.shape[2]), min(self.size, ref.shape[3])
+        i, j = self._int(ref.shape[2] - h + 1), self._int(ref.shape[3] - w + 1)
+        kh, kw = layer.w.shape[2], layer.w.shape[3]
+        xp = F.pad(xb, (pad[1], pad[1], pad[0], pad[0]))
+        xw = xp[:, :, i * stride[0]: (i + h - 1) * stride[0] + (kh - 1) * dil[0] + 1,
+                j * stride[1]: (j + w - 1) * stride[1] + (kw - 1) * dil[1] + 1]
+        bias = layer.bias
+        return xw, ref[:, :, i:i + h, j:j + w], lambda wt: layer.act(F.conv2d(xw, wt.to(xw.dtype), bias, stride, 0, dil, groups))
 
 
-def _optimise(layer: _Layer, x: torch.Tensor, iterations: int, batch: int, reg: float, crop: int,
-              generator: torch.Generator) -> torch.Tensor:
-    """The learned integer weights of ``layer`` on its inputs ``x`` (all samples, one tensor).
-
-    Each step runs on ``batch`` random samples, convolutions on a random ``crop`` x ``crop``
-    window of them (the float target is computed on the same window), so a step costs the
-    same at every resolution.
-    """
+def _optimise(layer: _Layer, windows: _Windows, iterations: int, reg: float) -> torch.Tensor:
+    """The learned integer weights of ``layer``: rectified-sigmoid rounding variables, Adam, the
+    regulariser annealed after a 20 % warm-up, each step on one random batch of ``windows``."""
     rest = (layer.w / layer.qw.scale + layer.qw.zero_point - layer.floor).clamp(1e-4, 1 - 1e-4)
     v = (-torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1)).float().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=1e-2)
     warm = int(0.2 * iterations)
-    w_float = layer.w.float()
     for it in range(iterations):
-        idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=generator)
-        xb = _crop(x[idx], crop, generator)
-        with torch.no_grad():
-            ref = layer.act(layer.run(xb, w_float))
-        out = layer.act(layer.run(xb, layer.soft(v)))
+        _, ref, run = windows.draw()
+        out = run(layer.soft(v))
         loss = (out - ref).pow(2).sum(1 if ref.dim() > 2 else -1).mean()
         if it >= warm:
             beta = 2.0 + (20.0 - 2.0) * (1 + math.cos(math.pi * (it - warm) / max(iterations - warm, 1))) / 2
@@ -191,8 +216,14 @@ def _optimise(layer: _Layer, x: torch.Tensor, iterations: int, batch: int, reg: 
 
 def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches, samples: int = 64,
                    iterations: int = 300, batch: int = 8, reg: float = 0.01, crop: int = 32,
-                   seed: int = 0) -> tuple[RoundedLayer, ...]:
-    """Learn the integer weights of every conv/linear of ``qgm`` in place; returns what changed per layer."""
+                   seed: int = 0, target: AdaroundTarget = "network") -> tuple[RoundedLayer, ...]:
+    """Learn the integer weights of every conv/linear of ``qgm`` in place; returns what changed per layer.
+
+    ``target``: "network", each layer's output should be the float network's own output at that
+    layer (its float input through its float weights, walked side by side with the quantized
+    graph), so the rounding also makes up for the error its quantized input brings from upstream;
+    "layer", the same layer with float weights on the quantized input.
+    """
     from qconvert.core.bias_correction import _sample
 
     reference = folded_reference(float_graph)
@@ -209,6 +240,15 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
     stash: dict[str, torch.Tensor] = {}
     done: list[RoundedLayer] = []
     generator = torch.Generator().manual_seed(seed)
+    floats = steps(reference, inputs, {n.name for n in layers}) if target == "network" else None
+
+    def float_output(name: str) -> torch.Tensor:
+        """The float network's value at layer ``name`` (the float walk moves on to it)."""
+        assert floats is not None
+        node, value = next(floats)
+        while node.name != name:
+            node, value = floats.send(None)
+        return torch.cat(list(value))
 
     def hook(node: Node, value: Chunks) -> Chunks:
         if node.name in feeds:
@@ -218,26 +258,26 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
             qw = _qweight(qgm, node)
             assert qw is not None
             layer = _Layer(qgm, node, float_weights[node.name], qw)
+            ref = layer.act(float_output(node.name) if floats is not None else layer.run(x, layer.w.float()))
             with torch.enable_grad():
-                learned = _optimise(layer, x, iterations, batch, reg, crop, generator)
+                learned = _optimise(layer, _Windows(layer, x, ref, batch, crop, generator), iterations, reg)
             nearest = layer.nearest()
-            with torch.no_grad():
-                sub = x[: 4 * batch]
-                ref = layer.act(layer.run(sub, layer.w.float()))
-                before, after = _error(layer, sub, ref, nearest), _error(layer, sub, ref, learned)
+            sub = slice(0, 4 * batch)
+            before, after = _error(layer, x[sub], ref[sub], nearest), _error(layer, x[sub], ref[sub], learned)
             current = attr_of(qgm, qw.attr)
             owner, _, leaf = qw.attr.rpartition(".")
             setattr(qgm.get_submodule(owner) if owner else qgm, leaf, learned.to(current.dtype))
             done.append(RoundedLayer(node.name, learned.numel(), float((learned != nearest).double().mean()), before, after))
             if all(other in [d.layer for d in done] or other is node for other in feeds[arg_node(node, 0).name]):
                 stash.pop(arg_node(node, 0).name, None)
-            with torch.no_grad():
-                return Chunks(layer.run(t, layer.dequantize(learned)) for t in _chunks_of(x, value))
+            return Chunks(layer.run(t, layer.dequantize(learned)) for t in _chunks_of(x, value))
         return value
 
     names = {n.name for n in layers} | set(feeds)
     with torch.no_grad():
         walk(qgm, inputs, names, hook)
+        if floats is not None:
+            floats.close()
     return tuple(done)
 
 

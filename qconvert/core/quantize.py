@@ -203,7 +203,8 @@ def quantize(
     if recipe.weight_rounding == "adaround":
         if calibration_batches is None:
             raise DataError("weight_rounding: adaround needs the calibration data: pass --calib-data (statistics alone are not enough)")
-        learn_rounding(captured.graph, converted, calibration_batches, recipe.adaround_samples, recipe.adaround_iterations)
+        learn_rounding(captured.graph, converted, calibration_batches, recipe.adaround_samples, recipe.adaround_iterations,
+                       target=recipe.adaround_target)
     if recipe.bias_correction == "analytic":
         correct_biases_analytic(captured.graph, converted)
     elif recipe.bias_correction:

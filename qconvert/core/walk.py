@@ -9,7 +9,7 @@ frontier of the graph over the sample, never every layer at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from torch.fx import GraphModule, Node
 
 from qconvert.core.graph import attr_of
 
-__all__ = ["Chunks", "LayerHook", "walk"]
+__all__ = ["Chunks", "LayerHook", "steps", "walk"]
 
 
 class Chunks(list):
@@ -67,6 +67,18 @@ def _last_uses(gm: GraphModule) -> dict[Node, list[Node]]:
 def walk(gm: GraphModule, inputs: Sequence[Chunks], layers: set[str], hook: LayerHook) -> None:
     """Run ``gm`` on ``inputs`` (one ``Chunks`` per graph input) in graph order, calling ``hook``
     after each node named in ``layers``; stops after the last of them."""
+    run = steps(gm, inputs, layers)
+    try:
+        node, value = next(run)
+        while True:
+            node, value = run.send(hook(node, value))
+    except StopIteration:
+        return
+
+
+def steps(gm: GraphModule, inputs: Sequence[Chunks], layers: set[str]) -> Generator[tuple[Node, Chunks], Chunks | None, None]:
+    """``walk`` as a generator: yields each node named in ``layers`` with its value and goes on with
+    the value sent back (``None``: unchanged), so two graphs can be walked side by side."""
     remaining = set(layers)
     env: dict[Node, Any] = {}
     placeholders = iter(inputs)
@@ -79,9 +91,12 @@ def walk(gm: GraphModule, inputs: Sequence[Chunks], layers: set[str], hook: Laye
         elif node.op == "get_attr":
             env[node] = attr_of(gm, node.target)
         elif node.op in ("call_function", "call_method", "call_module"):
-            env[node] = _run(gm, node, env)
+            with torch.no_grad():
+                env[node] = _run(gm, node, env)
         if node.name in remaining:
-            env[node] = hook(node, env[node])
+            sent = yield node, env[node]
+            if sent is not None:
+                env[node] = sent
             remaining.discard(node.name)
         for value in dying.get(node, ()):
             env.pop(value, None)

@@ -245,6 +245,11 @@ class Recipe(_Frozen):
     )
     adaround_samples: int = Field(64, ge=1, description="Calibration samples adaround learns on (memory grows with it, not with the data).")
     adaround_iterations: int = Field(300, ge=1, le=100000, description="Optimisation steps of adaround per layer (time grows with it).")
+    adaround_target: Literal["network", "layer"] = Field(
+        "network", description="What each layer's learned rounding reconstructs: network, the float network's own output at that layer "
+        "(so the rounding also makes up for the error its quantized input brings from upstream); layer, the same layer with float "
+        "weights on its quantized input."
+    )
     depthwise_per_channel: bool = Field(
         False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
     )
