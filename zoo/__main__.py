@@ -29,6 +29,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--fast", action="store_true", help="only the quick subset that make test builds")
     ap.add_argument("--latency", default=DEFAULT_LATENCY,
                     help=f"comma-separated targets to time against float, 'all' or 'none' (default: {DEFAULT_LATENCY})")
+    ap.add_argument("--eval-views", type=int, default=None,
+                    help="evaluation samples per model (default: zoo.data.COUNTS, 512); fewer keep a big network's build short")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per build before it counts as timed out (default 1800)")
     ap.add_argument("--out", type=Path, default=Path("OUT/zoo"), help="where builds, data and table.md go (default OUT/zoo)")
     args = ap.parse_args(argv)
     try:
@@ -41,11 +44,11 @@ def main(argv: list[str]) -> int:
     targets = args.targets.split(",") if args.targets else available_targets()
     latency = set(targets) if args.latency == "all" else set() if args.latency == "none" else set(args.latency.split(","))
     print(f"zoo: {len(chosen)} models x {len(targets)} targets ({', '.join(targets)}); latency timed for: "
-          f"{', '.join(sorted(latency & set(targets))) or 'none'}", flush=True)
+          f"{', '.join(sorted(latency & set(targets))) or 'none'}; evaluation samples: {args.eval_views or 'default'}", flush=True)
     rows = []
     start = time.perf_counter()
     for e in chosen:
-        new = run_model(e, targets, args.out, latency)
+        new = run_model(e, targets, args.out, latency, args.timeout, args.eval_views)
         for r in new:
             print(f"  {r.model:<20} {r.target:<9} exit {r.exit_code}  {r.build_s:5.0f} s  {r.message[:120]}", flush=True)
         rows += new

@@ -92,11 +92,13 @@ def _row_from_report(model: str, target: str, code: int, seconds: float, message
                message="" if code == 0 else message)
 
 
-def run_model(e: ZooEntry, targets: list[str], out: Path, latency: set[str], timeout_s: float = 1800) -> list[Row]:
-    """Calibrate ``e`` once and build it for each target (timed against float for targets in ``latency``)."""
+def run_model(e: ZooEntry, targets: list[str], out: Path, latency: set[str], timeout_s: float = 1800,
+              eval_views: int | None = None) -> list[Row]:
+    """Calibrate ``e`` once and build it for each target (timed against float for targets in ``latency``),
+    evaluated on ``eval_views`` samples (None: ``zoo.data.COUNTS``)."""
     work = out.resolve() / e.name
     calib = write_npz(e.data, "calib", work / "calib.npz")
-    evald = write_npz(e.data, "eval", work / "eval.npz")
+    evald = write_npz(e.data, "eval", work / "eval.npz", eval_views)
     common = ["--model", e.model_ref, "--recipe", str(RECIPE)]
     if len(targets) == 1:  # one process: calibrate inside the build
         data = ["--calib-data", str(calib)]

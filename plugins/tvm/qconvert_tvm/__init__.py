@@ -75,7 +75,7 @@ class TvmTarget(Target[TvmOptions]):
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         from qconvert_tvm.runtime import run_tvm
 
-        return run_tvm(artifact.path, [inputs[n] for n in artifact.input_names])
+        return run_tvm(artifact.path, [inputs[n] for n in artifact.input_names], TvmDetails.of(artifact).static_batch)
 
     def latency(self, qmodel: QuantizedModel, artifact: Artifact, options: TvmOptions,
                 batch_sizes: tuple[int, ...]) -> Latency | None:

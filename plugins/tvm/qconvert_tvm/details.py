@@ -23,3 +23,6 @@ class TvmDetails(ArtifactDetails):
     #: The Q/DQ ONNX the module was compiled from (its latency baseline reads it).
     compiled_from: str
     narrow_range_clips: int
+    #: The batch the library was compiled for where TVM could not import a dynamic one (the runtime then runs a
+    #: batch in calls of this size); None: any batch.
+    static_batch: int | None = None

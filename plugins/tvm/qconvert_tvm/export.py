@@ -29,9 +29,9 @@ def export_tvm(qmodel: QuantizedModel, out_dir: Path, options: TvmOptions, targe
     # Sub-8-bit activations (7-bit reduce_range, 4-bit): QuantizeLinear saturates to the storage type, so
     # the onnx target's integer Clip bounds each one to its own range, here as there.
     clips = narrow_ranges(model, qmodel)
-    onnx.save(model, out_dir / ONNX_FILE)
     spec = parse_target(options.target)
     built = compile_onnx(model, spec, out_dir, options.file_name, options.cross_compiler)
+    onnx.save(built.model, out_dir / ONNX_FILE)  # what the library was compiled from (a static-batch copy where TVM needed one)
     return Artifact(
         target=target,
         directory=out_dir,
@@ -50,5 +50,6 @@ def export_tvm(qmodel: QuantizedModel, out_dir: Path, options: TvmOptions, targe
             entry="main",
             compiled_from=ONNX_FILE,
             narrow_range_clips=clips,
+            static_batch=built.static_batch,
         ),
     )

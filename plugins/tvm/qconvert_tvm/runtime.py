@@ -94,5 +94,18 @@ def close_all() -> None:
 atexit.register(close_all)
 
 
-def run_tvm(library: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    return _worker(library).run(inputs)
+def run_tvm(library: Path, inputs: list[np.ndarray], static_batch: int | None = None) -> list[np.ndarray]:
+    """The library's outputs for ``inputs``; a library compiled for ``static_batch`` runs the batch in calls of
+    that size (the last one padded by repeating its last sample, the padding's outputs dropped)."""
+    worker = _worker(library)
+    n = len(inputs[0]) if inputs and inputs[0].ndim else 0
+    if static_batch is None or n == static_batch:
+        return worker.run(inputs)
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, n, static_batch):
+        chunk = [a[start:start + static_batch] for a in inputs]
+        real = len(chunk[0])
+        if real < static_batch:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], static_batch - real, axis=0)]) for c in chunk]
+        parts.append([o[:real] if o.ndim and len(o) == static_batch else o for o in worker.run(chunk)])
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
