@@ -10,7 +10,9 @@ pretrained EfficientNet-Lite of the real-model suite (zoo/), against NNCF in the
    qconvert calibrate, quantize, quantize with bias correction (two-pass, analytic), and
    ``nncf.quantize`` (torch.fx backend) with its fast and its full bias correction on the
    same calibration batches; seconds and agreement with float on the evaluation views.
-   Then one whole ``qconvert build`` for onnx (no latency) with its report's timings.
+   Then one whole ``qconvert build`` for onnx (no latency) with its report's timings, run as its own
+   ``python -m qconvert build`` process (as a user runs it) so that it holds only what one build holds,
+   not this process's float references and NNCF models too; its peak resident memory is printed.
 3. Sensitivity over every layer of the same network (``rank_layers``: two variants per layer, each
    scored from the layer it changes onward), on QCONVERT_BENCH_SCALE_SENS_SAMPLES evaluation views
    (default 64); then on every QCONVERT_BENCH_SCALE_SENS_STRIDE-th layer (default 8) onward against
@@ -21,6 +23,7 @@ Set QCONVERT_BENCH_SCALE_EVAL to score on fewer evaluation views (default 512).
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import time
@@ -143,13 +146,16 @@ def real_network() -> None:
     n_eval = sum(len(x) for x in evals)
     print(f"\n### {MODEL} (ImageNet weights), {len(calib)} calibration views, {n_eval} evaluation views of other photos\n")
     print(f"capture {t_cap:.1f} s; qconvert calibrate {t_cal:.1f} s (one pass, statistics for every tensor)\n")
+    del qm  # the last quantized graph; each NNCF model below is dropped once scored
     for fast in (True, False):
         try:
             qnn, t = _nncf(model, calib, fast)
             agree, sqnr = _agreement(refs, qnn, evals)
+            del qnn
             rows.append((f"NNCF nncf.quantize, {'fast' if fast else 'full'} bias correction", t, agree, sqnr))
         except Exception as err:  # noqa: BLE001  a peer failing is a result, not a crash of the bench
             print(f"NNCF ({'fast' if fast else 'full'}) failed: {type(err).__name__}: {str(err)[:120]}")
+    gc.collect()
     print("| tool | calibration + quantization s | top-1 agreement with float % | SQNR dB |")
     print("|---|---|---|---|")
     for label, t, agree, sqnr in rows:
@@ -162,9 +168,10 @@ def real_network() -> None:
 
 def _whole_build(e: object, calib: torch.Tensor, n_eval: int) -> None:
     import json
+    import resource
+    import subprocess
+    import sys
 
-    from qconvert.pipeline import BuildRequest, build
-    from qconvert.targets.registry import TargetRegistry
     from zoo.data import write_npz
 
     with tempfile.TemporaryDirectory() as d:
@@ -172,12 +179,21 @@ def _whole_build(e: object, calib: torch.Tensor, n_eval: int) -> None:
         write_npz(e.data, "calib", tmp / "calib.npz")  # type: ignore[attr-defined]
         write_npz(e.data, "eval", tmp / "eval.npz", n_eval)  # type: ignore[attr-defined]
         (tmp / "recipe.yaml").write_text("version: 1\n" + RECIPE + "bias_correction: true\n")
-        req = BuildRequest(model=str(ROOT / "zoo" / "models.py") + f":{MODEL}", recipe=tmp / "recipe.yaml", calib_data=tmp / "calib.npz",
-                           eval_data=tmp / "eval.npz", out=tmp / "out", targets=("onnx",), latency=False)
-        _, t = _timed(lambda: build(req, TargetRegistry()))
+        cmd = [sys.executable, "-m", "qconvert", "build", "--model", f"{ROOT / 'zoo' / 'models.py'}:{MODEL}",
+               "--recipe", str(tmp / "recipe.yaml"), "--calib-data", str(tmp / "calib.npz"), "--eval-data", str(tmp / "eval.npz"),
+               "--target", "onnx", "--out", str(tmp / "out"), "--no-latency", "--quiet"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        p, t = _timed(lambda: subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False))
+        # ru_maxrss of the children waited for so far: the build is the only child this bench starts
+        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        if p.returncode != 0:  # type: ignore[attr-defined]
+            print(f"\nwhole build (onnx, bias correction, no latency) exit {p.returncode} after {t:.1f} s: "  # type: ignore[attr-defined]
+                  f"{(p.stderr.strip().splitlines() or [''])[-1][:200]}")  # type: ignore[attr-defined]
+            return
         report = json.loads((tmp / "out" / "report.json").read_text())
     onnx = report["targets"]["onnx"]
-    print(f"\nwhole build (onnx, bias correction, no latency): {t:.1f} s; onnx artifact top-1 agreement with float "
+    print(f"\nwhole build (onnx, bias correction, no latency, its own process): {t:.1f} s, peak resident memory "
+          f"{peak_gb:.1f} GB; onnx artifact top-1 agreement with float "
           f"{100 * (onnx['vs_float']['top1_agreement'] or 0):.1f} %, SQNR {onnx['vs_float']['sqnr_db']:.2f} dB")
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"]["phases"].items())
           + "; onnx: " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"]["targets"]["onnx"].items()))
