@@ -18,6 +18,7 @@ SECTIONS: list[str] = [
     "edge_latency",  # issue 5: tflite and tvm artifacts vs float in the same runtime, ResNet-18 batch 1
     "pytorch_target",  # issue 4: pytorch int8 artifacts vs float PyTorch (ResNet-18 static; text, BERT-base-sized dynamic)
     "scale",  # issue 20: bias correction old vs new; EfficientNet-Lite calibration, bias correction, build vs NNCF; sensitivity
+    "build_time",  # issue 20: the digits six-target build, this checkout (--jobs auto and 1) vs commit 0044864, alternated
     "intarith",  # issue 19: fixed-point requantization multiplier widths on digits
     "parity_depth",  # issue 14: end-to-end vs per-layer parity of onnx/tflite artifacts at depth
 ]

@@ -1,3 +1,3 @@
-from qconvert.cli import main
+from qconvert.cli import run
 
-main()
+run()

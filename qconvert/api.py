@@ -77,14 +77,17 @@ def build(model: ModelSource | Path, recipe: RecipeSource | None, *, targets: Se
           calib_data: Any = None, eval_data: Any = None, transform_fn: BatchFn | None = None, labels_fn: BatchFn | None = None,
           weights: str | Path | None = None, input_shape: Sequence[int] | None = None, stats: str | Path | None = None,
           latency: bool = True, raise_on_gate_failure: bool = False, registry: TargetRegistry | None = None,
-          progress: Progress | None = None, compare_precision: Sequence[int] | None = None) -> BuildReport:
+          progress: Progress | None = None, compare_precision: Sequence[int] | None = None, jobs: int | None = None) -> BuildReport:
     """Calibrate once, then quantize, emit and verify an artifact for each of ``targets`` into ``out``.
 
     ``transform_fn``/``labels_fn`` apply to both ``calib_data`` and ``eval_data`` when they are
     iterables of batches (wrap one in ``Batches`` to give it its own). Without ``eval_data`` the
     calibration data is used to verify. ``out`` is replaced as a whole at the end; a failed
     build leaves no half-written folder. ``compare_precision`` (e.g. ``(8, 16)``) also builds those
-    activation widths and reports them side by side (recipe ``compare_precision``).
+    activation widths and reports them side by side (recipe ``compare_precision``). ``jobs``: worker processes
+    that emit and verify targets side by side (forked after calibration; None or 1: one after the other in
+    this process). Fork only from a process that has not run a target's runtime before (see
+    ``qconvert.parallel.fork_blocker``); the ``qconvert`` command's ``--jobs auto`` does.
 
     Returns:
         The typed report (the figures of ``out/report.json``). A failed gate shows in
@@ -107,7 +110,7 @@ def build(model: ModelSource | Path, recipe: RecipeSource | None, *, targets: Se
                        out=Path(out), targets=tuple(targets), weights=Path(weights) if weights is not None else None,
                        input_shape=tuple(input_shape) if input_shape is not None else None,
                        stats=Path(stats) if stats is not None else None, latency=latency,
-                       compare_precision=tuple(compare_precision) if compare_precision else None)
+                       compare_precision=tuple(compare_precision) if compare_precision else None, jobs=jobs)
     result = run_build(req, _registry(registry), progress or (lambda _: None))
     if result.secondary:
         return None  # type: ignore[return-value]  # a secondary torchrun rank: rank 0 writes and returns the report

@@ -135,20 +135,25 @@ _shape_opt = click.option("--input-shape", help="Input shape with batch, e.g. 1,
               help="Also build these activation widths (e.g. 8,16) and compare them side by side in the report (recipe: "
                    "compare_precision).")
 @click.option("--verbose", is_flag=True, help="Also show the libraries' own warnings and log lines (always kept in OUT/build.log).")
+@click.option("--jobs", default="auto", show_default=True, metavar="N|auto",
+              help="Worker processes that emit and verify the targets side by side after calibration (1: one after the other; "
+                   "auto: as many as targets, cores and memory allow).")
 def build(model: str, weights: Path | None, recipe: Path | None, calib_data: Path | None, eval_data: Path | None,
           targets: tuple[str, ...], out: Path, input_shape: str | None, stats: Path | None, quiet: bool, latency: bool,
-          compare_precision: str | None, verbose: bool) -> None:
+          compare_precision: str | None, verbose: bool, jobs: str) -> None:
     """Calibrate, quantize and emit verified artifacts for each --target."""
 
     def go() -> None:
         from qconvert import api
+        from qconvert.parallel import parse_jobs
         from qconvert.progress import reporting
         from qconvert.quiet import captured
 
+        workers = parse_jobs(jobs)
         with captured(echo=verbose) as log, reporting(_progress(quiet, log.terminal)) as progress:  # third-party output -> OUT/build.log
             result = api.build(model, recipe, calib_data=calib_data, eval_data=eval_data, targets=targets, out=out, weights=weights,
                                input_shape=_shape(input_shape), stats=stats, latency=latency, progress=progress,
-                               compare_precision=_widths(compare_precision))
+                               compare_precision=_widths(compare_precision), jobs=workers)
         if result is None:  # a secondary torchrun rank
             return
         for w in result.warnings:
@@ -378,5 +383,14 @@ def manifest_schema() -> None:
     click.echo(manifest_json_schema_text(), nl=False)
 
 
+def run() -> None:
+    """The ``qconvert`` console script: the command, then a quick exit (``qconvert.fast_exit``)."""
+    from qconvert.fast_exit import run_then_exit
+    from qconvert.parallel import mark_fresh_process
+
+    mark_fresh_process()  # --jobs auto may fork: nothing ran a runtime in this process yet
+    run_then_exit(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -92,6 +92,9 @@ class GateFailedError(QConvertError):
         super().__init__("\n".join(failures))
         self.failures = failures
 
+    def __reduce__(self) -> tuple[type[GateFailedError], tuple[list[str]], dict[str, object]]:
+        return type(self), (self.failures,), self.__dict__  # pickles (a build's worker process sends it back)
+
 
 class TargetUnavailableError(QConvertError):
     """A requested target's runtime is not installed or cannot run here."""

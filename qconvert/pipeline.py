@@ -27,6 +27,7 @@ from qconvert.imports.session import open_model as open_model_ref
 from qconvert.io.data import Dataset
 from qconvert.io.outdir import check_out_dir, staged_dir
 from qconvert.io.sources import DataSource, ModelSource, RecipeSource, data_names, model_label, open_data, open_model, open_recipe
+from qconvert.parallel import Task, auto_jobs, ran_targets_here
 from qconvert.progress import track
 from qconvert.qat.build import open_for_build
 from qconvert.qat.checkpoint import is_checkpoint_ref
@@ -37,8 +38,9 @@ from qconvert.recipe.plugins import check_recipe_targets, gate_warnings
 from qconvert.sensitivity.fallback import run_fallback
 from qconvert.session import Session, example_inputs, prepare_session, torch_batches
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
-from qconvert.targets.plan import plan_for, planner
+from qconvert.targets.plan import TargetPlan, plan_for, planner
 from qconvert.targets.registry import TargetRegistry
+from qconvert.targets_pool import TargetDone, run_targets
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.effective import effective_schemes, file_sha256
@@ -88,6 +90,8 @@ class BuildRequest:
     latency: bool = True
     #: Activation widths built side by side (``--compare-precision``); None: the recipe's ``compare_precision``.
     compare_precision: tuple[int, ...] | None = None
+    #: Worker processes emitting and verifying targets side by side (``--jobs``); 1: one after the other here; None: auto.
+    jobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     require_measurable(recipe, eval_data.labels is not None, str(eval_data.path))
 
     shard = current_shard()
+    jobs = req.jobs if req.jobs is not None else auto_jobs(len(targets))
     with timings.phase("calibration"):
         stats = _stats(session, req, progress, shard)
     if stats is None:  # a secondary torchrun rank: its statistics went to rank 0
@@ -134,11 +139,19 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         entries: dict[str, TargetEntry] = {}
 
         def build_all(s: Session) -> list[GateCheck]:
-            qmodels: dict[str, QuantizedModel] = {}
+            quantized: dict[str, _Quantized] = {}
             for t in targets:
                 shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt
-                progress(f"{t.name}: quantize, emit, verify")
-                entries[t.name], qmodels[t.name] = _build_target(t, options[t.name], s, stats, eval_data, tmp, req.latency, refs, timings)
+                progress(f"{t.name}: quantize")
+                quantized[t.name] = _quantize_target(t, options[t.name], s, stats, timings)
+            qmodels = {name: q.qmodel for name, q in quantized.items()}
+            ran = run_targets(targets, [_target_task(quantized[t.name], s, eval_data, tmp, req.latency, refs) for t in targets], jobs,
+                              progress)
+            timings.jobs = max(timings.jobs, ran.jobs)
+            for t in targets:  # in the order asked for, however the workers finished
+                entries[t.name] = ran.done[t.name].entry
+                for phase, seconds in ran.done[t.name].seconds.items():
+                    timings.add(phase, seconds, t.name)
             with timings.phase("layer_report"):  # one float graph pass for every target
                 for name, layers in layer_reports(qmodels, stats, eval_data, s.recipe.calibration.batch_size).items():
                     entries[name] = entries[name].model_copy(update={"layers": layers})
@@ -260,17 +273,53 @@ def _report(req: BuildRequest, session: Session, stats: StatsSet, eval_data: Dat
 def _build_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, data: Dataset, tmp: Path,
                   measure_latency: bool, refs: FloatReferences, timings: Timings) -> tuple[TargetEntry, QuantizedModel]:
     """The target's report entry (without ``layers``, which the build adds for all targets at once) and its Q/DQ model."""
+    q = _quantize_target(target, options, session, stats, timings)
+    ran_targets_here()
+    return _finish_target(q, session, data, tmp, measure_latency, refs, timings), q.qmodel
+
+
+@dataclass(frozen=True)
+class _Quantized:
+    """One target's plan, the statistics it quantizes with, and its quantized model."""
+
+    target: Target
+    options: TargetOptions
+    plan: TargetPlan
+    stats: StatsSet
+    qmodel: QuantizedModel
+
+
+def _quantize_target(target: Target, options: TargetOptions, session: Session, stats: StatsSet, timings: Timings) -> _Quantized:
     plan = plan_for(session.recipe, target, options)  # this target's effective schemes, constraints and placement
-    constraints, choice, placement = plan.constraints, plan.choice, plan.placement
     if session.learned is not None:  # imported grids: this target's ranges for them, or a refusal naming the tensor
-        stats = target_stats(session.learned, session.captured, choice.recipe, constraints, target.name, placement)
+        stats = target_stats(session.learned, session.captured, plan.choice.recipe, plan.constraints, target.name, plan.placement)
+    with timings.phase("quantize", target.name):
+        qmodel = plan.quantize(session.captured, stats, session.calibration_source, session.learned.weights if session.learned else None,
+                               recipe=plan.choice.recipe, constraints=plan.constraints)
+    return _Quantized(target, options, plan, stats, qmodel)
+
+
+def _target_task(q: _Quantized, session: Session, data: Dataset, tmp: Path, measure_latency: bool,
+                 refs: FloatReferences) -> Task[TargetDone]:
+    """``_finish_target`` as a task that may run in a worker process: its entry and its own phases' seconds."""
+    def run() -> TargetDone:
+        own = Timings()
+        entry = _finish_target(q, session, data, tmp, measure_latency, refs, own)
+        return TargetDone(entry, own.targets.get(q.target.name, {}))
+    return Task(q.target.name, run)
+
+
+def _finish_target(q: _Quantized, session: Session, data: Dataset, tmp: Path, measure_latency: bool, refs: FloatReferences,
+                   timings: Timings) -> TargetEntry:
+    """Emit, run, verify and time one target's quantized model; its report entry without ``layers``."""
+    target, options, plan, stats, qmodel = q.target, q.options, q.plan, q.stats, q.qmodel
+    constraints, choice = plan.constraints, plan.choice
     learned_weights = session.learned.weights if session.learned else None
 
     def requantize(r: Recipe, c: Any) -> QuantizedModel:
         with timings.phase("quantize", target.name):
             return plan.quantize(session.captured, stats, session.calibration_source, learned_weights, recipe=r, constraints=c)
 
-    qmodel = requantize(choice.recipe, constraints)
     out_dir = tmp / target.name
     out_dir.mkdir()
     with timings.phase("emit", target.name):
@@ -342,7 +391,7 @@ def _build_target(target: Target, options: TargetOptions, session: Session, stat
         accumulators=accumulators,
     )
     write_manifest(artifact.directory, _manifest(target, artifact, qmodel, entry, options, _recipe_file_sha256(session)))
-    return entry, qmodel
+    return entry
 
 
 def _recipe_file_sha256(session: Session) -> str | None:

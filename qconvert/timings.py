@@ -28,6 +28,8 @@ class Timings:
 
     phases: dict[str, float] = field(default_factory=dict)
     targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Worker processes the targets ran in (``qconvert.targets_pool``); 1: the build's own process.
+    jobs: int = 1
 
     def add(self, phase: str, seconds: float, target: str | None = None) -> None:
         table = self.phases if target is None else self.targets.setdefault(target, {})
@@ -44,4 +46,4 @@ class Timings:
     def entry(self) -> TimingsEntry:
         """As report.json's ``timings`` holds it (seconds, rounded to 0.1 ms)."""
         return TimingsEntry(phases={k: round(v, 4) for k, v in self.phases.items()},
-                            targets={t: {k: round(v, 4) for k, v in p.items()} for t, p in self.targets.items()})
+                            targets={t: {k: round(v, 4) for k, v in p.items()} for t, p in self.targets.items()}, jobs=self.jobs)

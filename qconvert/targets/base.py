@@ -130,8 +130,9 @@ class Target(ABC, Generic[OptionsT]):
 
     What the core guarantees to every hook: ``options`` is the target's own ``Options`` model,
     validated from the recipe's ``targets.<name>`` section (never a dict or the base class); hooks
-    are called in one process, one target at a time; ``available()`` was true before any hook that
-    needs the runtime (``emit``, ``run``, ``latency``, ``extra_checks``).
+    are called in one process, one target at a time (with ``--jobs`` above 1 each target's emit, run, latency and
+    extra checks run in a worker process of their own, forked after calibration, torch on one intra-op thread there);
+    ``available()`` was true before any hook that needs the runtime (``emit``, ``run``, ``latency``, ``extra_checks``).
     What every hook must not do: print (return notes instead), exit, change process-wide state
     (torch flags, seeds, the working directory) without restoring it, or write outside the
     directory it is given.
@@ -148,6 +149,9 @@ class Target(ABC, Generic[OptionsT]):
     Details: ClassVar[type[ArtifactDetails]] = ArtifactDetails
     #: Tolerance of artifact vs simulation, in output quantization steps.
     parity_tolerance_lsb: ClassVar[float] = 1.0
+    #: About how long this target's emit, verification and latency take next to other targets' (1: the onnx target's);
+    #: a build with several worker processes (``--jobs``) starts the slowest first. A hint only: no figure depends on it.
+    build_cost: ClassVar[float] = 1.0
 
     def parse_options(self, raw: dict[str, Any] | None, source: str = "recipe") -> OptionsT:
         """The recipe's ``targets.<name>`` section as ``Options``; a bad key is a ``RecipeError`` naming

@@ -383,6 +383,8 @@ class TimingsEntry(_Strict):
     unit: Literal["s"] = "s"
     phases: dict[str, float] = Field(..., description="Seconds per build phase; a phase run several times adds up.")
     targets: dict[str, dict[str, float]] = Field(..., description="Per target: seconds per phase.")
+    jobs: int = Field(1, description="Worker processes that emitted and verified the targets side by side (--jobs); 1: one "
+                                     "after the other in the build's process. Per-target seconds are each worker's own clock.")
 
 
 class Report(_Strict):

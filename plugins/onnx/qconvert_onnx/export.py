@@ -20,6 +20,7 @@ from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
 from qconvert_onnx.intermediates import constant_values, map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
+from qconvert_onnx.torchlib_registry import shared_registry
 
 __all__ = ["dynamo_export", "export_float_model", "export_onnx_model", "export_qdq", "weight_dequantize_count", "with_wide_qdq_opset"]
 
@@ -58,7 +59,7 @@ def _dynamo_export(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], input
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), shared_registry():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 gm, example, dynamo=True, dynamic_shapes=dynamic, input_names=list(input_names),

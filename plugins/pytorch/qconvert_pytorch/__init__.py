@@ -21,6 +21,7 @@ class PyTorchTarget(Target[PyTorchOptions]):
     """A file plain torch loads: an ExportedProgram for inductor, or TorchScript of quantized modules."""
 
     name = "pytorch"
+    build_cost = 2.4  # emit, verify and latency next to onnx's (the digits sample: see Target.build_cost)
     description = "int8 PyTorch (inductor/oneDNN .pt2 or TorchScript quantized modules), verified in torch"
     Options = PyTorchOptions
     api_version = 1

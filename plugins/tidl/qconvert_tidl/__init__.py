@@ -26,6 +26,7 @@ class TidlTarget(Target[TidlOptions]):
     """Clip models (ONNX, TFLite), TIDL import config and OSRT compile options, device predicted by simulation."""
 
     name = "tidl"
+    build_cost = 1.6  # emit, verify and latency next to onnx's (the digits sample: see Target.build_cost)
     description = "TI TIDL: power-of-two Clip models + import/compile configs; device predicted by integer simulation"
     Options = TidlOptions
     api_version = 1

@@ -24,6 +24,7 @@ class TvmTarget(Target[TvmOptions]):
     """A TVM Relax library for an LLVM CPU target, built from qconvert_onnx's QDQ export."""
 
     name = "tvm"
+    build_cost = 3.0  # emit, verify and latency next to onnx's (the digits sample: see Target.build_cost)
     description = "ONNX QDQ compiled by TVM Relax (llvm), verified in the Relax VM in a fresh process"
     Options = TvmOptions
     api_version = 1

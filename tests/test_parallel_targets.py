@@ -1,0 +1,140 @@
+"""Targets emitted and verified side by side in forked worker processes (``--jobs``): the same report as one after
+the other, errors and Ctrl-C from a worker handled as in the build's own process, no worker left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qconvert.errors import DataError, GateFailedError
+from qconvert.parallel import Task, WorkerDiedError, auto_jobs, parse_jobs, run_tasks
+from qconvert.testing import digits_build_args
+
+
+def _figures(out: Path) -> dict[str, Any]:
+    """report.json without what differs from run to run (seconds)."""
+    report = json.loads((out / "report.json").read_text())
+    del report["timings"]
+    return report
+
+
+def _qconvert(args: list[str], *, patch: str = "") -> subprocess.CompletedProcess[str]:
+    """A real ``qconvert`` process (a test session's own process may hold runtimes' threads: it would not fork)."""
+    code = f"{patch}\nfrom qconvert.cli import run\nrun()\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+
+
+def test_two_targets_in_workers_report_what_one_after_the_other_does(digits: dict[str, Path], tmp_path: Path) -> None:
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        r = _qconvert([*digits_build_args(digits, out, "tensorrt", "onnx"), "--no-latency", "--jobs", jobs])
+        assert r.returncode == 0, r.stderr
+        runs[jobs] = _figures(out)
+        timings = json.loads((out / "report.json").read_text())["timings"]
+        assert timings["jobs"] == int(jobs)
+        assert {"emit", "runtime_run", "quantize"} <= set(timings["targets"]["onnx"]) and "emit" in timings["targets"]["tensorrt"]
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["onnx", "stats", "tensorrt"]
+    assert list(runs["2"]["targets"]) == ["tensorrt", "onnx"]  # the order asked for, whichever worker finished first
+    assert runs["1"] == runs["2"]
+
+
+def test_tasks_run_in_other_processes_and_come_back_by_name() -> None:
+    tasks = [Task(str(i), lambda i=i: (i * i, os.getpid())) for i in range(5)]
+    results = run_tasks(tasks, 2)
+    assert {k: v[0] for k, v in results.items()} == {str(i): i * i for i in range(5)}
+    pids = {v[1] for v in results.values()}
+    assert os.getpid() not in pids and len(pids) <= 2  # two workers, each taking the next task when free
+    assert run_tasks(tasks[:2], 1) == {"0": (0, os.getpid()), "1": (1, os.getpid())}  # jobs 1: here
+
+
+def _fails() -> None:
+    raise DataError("eval.npz: wrong shape")
+
+
+def test_a_workers_error_keeps_its_type_message_and_exit_code() -> None:
+    with pytest.raises(DataError) as e:
+        run_tasks([Task("a", lambda: 1), Task("b", _fails)], 2)
+    assert str(e.value) == "eval.npz: wrong shape" and e.value.exit_code == 2  # what the CLI prints: one line, exit 2
+    assert any("worker process of target 'b'" in n for n in getattr(e.value, "__notes__", []))
+    with pytest.raises(GateFailedError) as g:
+        run_tasks([Task("a", lambda: 1), Task("b", lambda: (_ for _ in ()).throw(GateFailedError(["x below 0.9", "y"])))], 2)
+    assert g.value.failures == ["x below 0.9", "y"]
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickling calls it with one argument: it does not come back
+        super().__init__(f"{a}-{b}")
+
+
+def _unpicklable() -> None:
+    raise _Unpicklable(1, 2)
+
+
+def test_an_error_that_does_not_pickle_comes_back_as_text() -> None:
+    with pytest.raises(RuntimeError) as e:
+        run_tasks([Task("a", lambda: 1), Task("b", _unpicklable)], 2)
+    assert str(e.value) == "_Unpicklable: 1-2"
+
+
+def test_a_worker_that_dies_is_an_error_naming_its_target() -> None:
+    with pytest.raises(WorkerDiedError, match="target 'b': its worker process ended without a result"):
+        run_tasks([Task("a", lambda: 1), Task("b", lambda: os._exit(9))], 2)
+
+
+def test_ctrl_c_in_a_worker_stops_the_others(tmp_path: Path) -> None:
+    pidfile = tmp_path / "sleeper"
+
+    def sleep() -> None:
+        pidfile.write_text(str(os.getpid()))
+        time.sleep(600)
+
+    def interrupted() -> None:
+        while not pidfile.exists():
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks([Task("sleeper", sleep), Task("ctrl-c", interrupted)], 2)
+    assert time.monotonic() - start < 60
+    with pytest.raises(ProcessLookupError):  # killed and reaped before run_tasks returned
+        os.kill(int(pidfile.read_text()), 0)
+
+
+def test_ctrl_c_while_a_target_emits_in_a_worker_exits_130_and_leaves_nothing(digits: dict[str, Path], tmp_path: Path) -> None:
+    patch = ("import os, signal, time\nfrom qconvert_tensorrt import TensorRTTarget\n"
+             "def emit(*a, **k):\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(30)\n"  # a real SIGINT, in the worker
+             "TensorRTTarget.emit = emit")
+    out = tmp_path / "work" / "OUT"
+    r = _qconvert([*digits_build_args(digits, out, "onnx", "tensorrt"), "--no-latency", "--jobs", "2"], patch=patch)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "interrupted" and "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_target_error_in_a_worker_is_one_line_and_its_exit_code(digits: dict[str, Path], tmp_path: Path) -> None:
+    patch = ("from qconvert.errors import ConstraintError\nfrom qconvert_tensorrt import TensorRTTarget\n"
+             "def emit(*a, **k):\n    raise ConstraintError(\"target 'tensorrt': cannot represent layer fc\")\n"
+             "TensorRTTarget.emit = emit")
+    out = tmp_path / "work" / "OUT"
+    r = _qconvert([*digits_build_args(digits, out, "onnx", "tensorrt"), "--no-latency", "--jobs", "2"], patch=patch)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == "error: target 'tensorrt': cannot represent layer fc" and r.stdout == ""
+    assert not (tmp_path / "work").exists()
+
+
+def test_jobs_option() -> None:
+    assert parse_jobs("auto") is None and parse_jobs(None) is None and parse_jobs("3") == 3
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(DataError.__mro__[1], match="--jobs"):  # BadInputError: one line, exit 2
+            parse_jobs(bad)
+    assert 1 <= auto_jobs(6) <= 6 and auto_jobs(1) == 1
