@@ -71,16 +71,20 @@ def parse_jobs(value: str | int | None) -> int | None:
 
 
 def auto_jobs(tasks: int) -> int:
-    """As many workers as there are tasks, CPU cores this process may use, and workers that fit in available memory.
+    """As many workers as there are tasks, CPU cores others leave idle, and workers that fit in available memory.
 
-    A worker shares the build's memory until it writes to it; it is counted at the build's resident size (at least
-    1 GiB) against the memory available now. 1 where ``fork`` does not exist, and in a process the ``qconvert``
+    Idle cores: the cores this process may use less the 1-minute load average, the build's own process not counted
+    (on a machine already busy a second worker only competes with the first: both are slower, the build is not
+    faster). A worker shares the build's memory until it writes to it; it is counted at the build's resident size
+    (at least 1 GiB) against the memory available now. 1 where ``fork`` does not exist, and in a process the ``qconvert``
     command did not start (the Python API, a test session: it may hold runtimes' threads, see ``fork_blocker``;
     pass ``jobs`` to fork there).
     """
     if not _FRESH or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    idle = cpus - max(0.0, _load() - 1.0)
+    cpus = min(cpus, max(1, round(idle)))
     available = _available_bytes()
     fit = available // max(_resident_bytes(), _WORKER_FLOOR_BYTES) if available else cpus
     return max(1, min(tasks, cpus, fit))
@@ -208,6 +212,13 @@ def _portable(e: BaseException, name: str) -> BaseException:
     err = RuntimeError(f"{type(e).__name__}: {msg[0] if msg else ''}")
     err.add_note(f"(raised in the worker process of target '{name}'; its traceback:)\n{tb}")
     return err
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
 
 
 def _available_bytes() -> int:
