@@ -52,3 +52,32 @@ def test_onward_scores_equal_from_input_scores(sample: str) -> None:
     again = quant(recipe).graph
     assert divergence(ref, node_signatures(again)) == len(ref)
     assert score_onward(evaluator, full, [again]) == [evaluator.score(full)]
+
+
+def test_a_variant_holds_only_its_live_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A variant run from the input frees each value after its last reader, like the graph's own forward:
+    a 40-layer chain never holds more than a few activations at once (it held all 40 before)."""
+    import qconvert.sensitivity.onward as onward
+
+    layers = [m for _ in range(40) for m in (torch.nn.Linear(8, 8), torch.nn.ReLU())]
+    model = torch.nn.Sequential(*layers).eval()
+    x = torch.randn(16, 8)
+    cap = capture(model, (x[:2],))
+    recipe = Recipe()
+    stats = calibrate(cap, recipe, [(x,)])
+    reference = quantize(cap, recipe, stats).graph
+    variant = quantize(cap, kept(recipe, ("0",), "float"), stats).graph
+    live: list[int] = []
+    run_node = onward._run_node
+
+    def counting(gm: torch.fx.GraphModule, n: torch.fx.Node, env: dict, const: dict) -> object:  # type: ignore[type-arg]
+        if const:  # a walk (reference or variant); constants() computes the weights with an empty const
+            live.append(len(env))
+        return run_node(gm, n, env, const)
+
+    monkeypatch.setattr(onward, "_run_node", counting)
+    np.savez(tmp_path / "x.npz", x=x.numpy())
+    evaluator = Evaluator(model, open_dataset(tmp_path / "x.npz", ("x",), None), 16)
+    (score,) = score_onward(evaluator, reference, [variant])
+    assert score == evaluator.score(variant)
+    assert max(live) <= 4, max(live)
