@@ -57,7 +57,7 @@ def test_onward_scores_equal_from_input_scores(sample: str) -> None:
 def test_a_variant_holds_only_its_live_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A variant run from the input frees each value after its last reader, like the graph's own forward:
     a 40-layer chain never holds more than a few activations at once (it held all 40 before)."""
-    import qconvert.sensitivity.onward as onward
+    from qconvert.sensitivity import onward
 
     layers = [m for _ in range(40) for m in (torch.nn.Linear(8, 8), torch.nn.ReLU())]
     model = torch.nn.Sequential(*layers).eval()
