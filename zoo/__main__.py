@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from zoo.registry import ENTRIES, entry
-from zoo.suite import available_targets, format_table, run_model
+from zoo.suite import Row, available_targets, format_table, run_model
 
 # Timing every artifact against float costs seconds to minutes per target (tflite, tvm,
 # pytorch compile); by default only onnx is timed, the others build with --no-latency.
@@ -45,14 +45,16 @@ def main(argv: list[str]) -> int:
     latency = set(targets) if args.latency == "all" else set() if args.latency == "none" else set(args.latency.split(","))
     print(f"zoo: {len(chosen)} models x {len(targets)} targets ({', '.join(targets)}); latency timed for: "
           f"{', '.join(sorted(latency & set(targets))) or 'none'}; evaluation samples: {args.eval_views or 'default'}", flush=True)
-    rows = []
+    rows: list[Row] = []
     start = time.perf_counter()
+
+    def done(r: Row) -> None:  # each build as it ends: a partial run still leaves its table
+        rows.append(r)
+        print(f"  {r.model:<20} {r.target:<9} exit {r.exit_code}  {r.build_s:5.0f} s  {r.message[:120]}", flush=True)
+        (args.out / "table.md").write_text(format_table(rows) + "\n")
+
     for e in chosen:
-        new = run_model(e, targets, args.out, latency, args.timeout, args.eval_views)
-        for r in new:
-            print(f"  {r.model:<20} {r.target:<9} exit {r.exit_code}  {r.build_s:5.0f} s  {r.message[:120]}", flush=True)
-        rows += new
-        (args.out / "table.md").write_text(format_table(rows) + "\n")  # a partial run still leaves its table
+        run_model(e, targets, args.out, latency, args.timeout, args.eval_views, done)
     table = format_table(rows)
     print()
     print(table)

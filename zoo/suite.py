@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,9 @@ def _row_from_report(model: str, target: str, code: int, seconds: float, message
 
 
 def run_model(e: ZooEntry, targets: list[str], out: Path, latency: set[str], timeout_s: float = 1800,
-              eval_views: int | None = None) -> list[Row]:
+              eval_views: int | None = None, on_row: Callable[[Row], None] | None = None) -> list[Row]:
     """Calibrate ``e`` once and build it for each target (timed against float for targets in ``latency``),
-    evaluated on ``eval_views`` samples (None: ``zoo.data.COUNTS``)."""
+    evaluated on ``eval_views`` samples (None: ``zoo.data.COUNTS``); ``on_row`` sees each row as it is made."""
     work = out.resolve() / e.name
     calib = write_npz(e.data, "calib", work / "calib.npz")
     evald = write_npz(e.data, "eval", work / "eval.npz", eval_views)
@@ -106,7 +107,11 @@ def run_model(e: ZooEntry, targets: list[str], out: Path, latency: set[str], tim
         code, seconds, message = _run([*_qconvert(), "calibrate", *common, "--calib-data", str(calib), "--out", str(work / "stats")],
                                       timeout_s)
         if code != 0:
-            return [Row(e.name, t, code, seconds, message=f"calibrate: {message}") for t in targets]
+            failed = [Row(e.name, t, code, seconds, message=f"calibrate: {message}") for t in targets]
+            for r in failed:
+                if on_row is not None:
+                    on_row(r)
+            return failed
         data = ["--stats", str(work / "stats")]
     rows = []
     for t in targets:
@@ -115,6 +120,8 @@ def run_model(e: ZooEntry, targets: list[str], out: Path, latency: set[str], tim
                "--out", str(dest), "--quiet", "--latency" if t in latency else "--no-latency"]
         code, seconds, message = _run(cmd, timeout_s)
         rows.append(_row_from_report(e.name, t, code, seconds, message, dest / "report.json"))
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 
