@@ -207,8 +207,9 @@ def _verdict(name: str, results: list[Result]) -> str:
     for r in ours:
         margin = 100 * (r.agreement - ort.agreement)
         met = r.agreement >= 0.97 and margin >= 3.0
+        verdict = "meets" if met else "does not meet"
         lines.append(f"{name}: {r.name.split(' (')[0]} {100 * r.agreement:.1f} %, {margin:+.1f} points vs onnxruntime quantize_static, "
-                     f"{100 * r.int8_share:.1f} % of MACs in int8: {'meets' if met else 'does not meet'} the bar (>= 97 % and >= +3 points)")
+                     f"{100 * r.int8_share:.1f} % of MACs in int8: {verdict} the bar (>= 97 % and >= +3 points)")
     return "\n".join(lines)
 
 
