@@ -5,12 +5,16 @@ round-to-nearest (4-bit weights, where rounding matters most)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.fx import GraphModule
 
 from qconvert.core.adaround import learn_rounding
-from qconvert.core.capture import capture
+from qconvert.core.capture import Captured, capture
 from qconvert.core.quantize import calibrate, quantize
+from qconvert.core.stats import StatsSet
 from qconvert.recipe import recipe_from_text
 
 RECIPE = "weights: {bits: 4, mode: sym, granularity: per_channel}\n"
@@ -31,14 +35,21 @@ def _int_weights(gm: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in gm.state_dict().items() if not v.is_floating_point() and v.dtype == torch.int8}
 
 
-def test_adaround_learns_rounding_that_beats_nearest() -> None:
+def _nearest_setup() -> tuple[nn.Module, torch.Tensor, Captured, Callable[[], list[tuple[torch.Tensor]]], StatsSet, GraphModule]:
+    """The test net on 96 random inputs: model, inputs, capture, batches, statistics and its nearest-rounded graph."""
     model = _net()
     x = torch.randn(96, 3, 8, 8)
     cap = capture(model, (x[:2],))
     recipe = recipe_from_text(RECIPE)
-    batches = lambda: [(x[i:i + 32],) for i in range(0, len(x), 32)]
+    def batches() -> list[tuple[torch.Tensor]]:
+        return [(x[i:i + 32],) for i in range(0, len(x), 32)]
+
     stats = calibrate(cap, recipe, batches())
-    nearest = quantize(cap, recipe, stats).graph
+    return model, x, cap, batches, stats, quantize(cap, recipe, stats).graph
+
+
+def test_adaround_learns_rounding_that_beats_nearest() -> None:
+    model, _, cap, batches, stats, nearest = _nearest_setup()
     learned_recipe = RECIPE + "weight_rounding: adaround\nadaround_iterations: 150\nadaround_target: layer\n"
     learned = quantize(cap, recipe_from_text(learned_recipe), stats,
                        calibration_batches=batches).graph
@@ -73,13 +84,7 @@ def test_adaround_network_target_fits_the_float_network() -> None:
     """adaround_target: network (the default) reconstructs the float network's own values at each layer, so on the
     samples it learns from, the quantized network (activations quantized too) ends closer to float than with
     nearest rounding or with the layer-by-layer target; integers stay on the grid, one step from nearest at most."""
-    model = _net()
-    x = torch.randn(96, 3, 8, 8)
-    cap = capture(model, (x[:2],))
-    recipe = recipe_from_text(RECIPE)
-    batches = lambda: [(x[i:i + 32],) for i in range(0, len(x), 32)]
-    stats = calibrate(cap, recipe, batches())
-    nearest = quantize(cap, recipe, stats).graph
+    model, x, cap, batches, stats, nearest = _nearest_setup()
     graphs = {t: quantize(cap, recipe_from_text(RECIPE + f"weight_rounding: adaround\nadaround_iterations: 300\nadaround_target: {t}\n"),
                           stats, calibration_batches=batches).graph for t in ("network", "layer")}
     with torch.no_grad():

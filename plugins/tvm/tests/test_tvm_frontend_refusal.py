@@ -6,13 +6,13 @@ It used to run at interpreter exit, after our error line, so the user saw TVM's 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_build import build_tvm_from_source
 
 MODEL = '''
 import torch
@@ -37,29 +37,9 @@ def build():
     return RowGRU().eval()
 '''
 
-RECIPE = """version: 1
-weights: {bits: 8, mode: sym, granularity: per_channel}
-activations: {bits: 8, mode: asym_u}
-calibration: {method: minmax, num_samples: 32, batch_size: 32}
-on_unsupported: adapt
-"""
-
-
 @pytest.mark.slow
 def test_unsupported_op_is_one_line_with_no_tvm_output(tmp_path: Path) -> None:
-    from qconvert_tvm import TvmTarget
-
-    if not TvmTarget().available().ok:
-        pytest.skip(TvmTarget().available().reason)
-    (tmp_path / "model.py").write_text(MODEL)
-    (tmp_path / "recipe.yaml").write_text(RECIPE)
-    x = np.random.default_rng(0).standard_normal((32, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x)
-    cmd = [sys.executable, "-m", "qconvert", "build", "--model", f"{tmp_path / 'model.py'}:build",
-           "--recipe", str(tmp_path / "recipe.yaml"), "--calib-data", str(tmp_path / "data.npz"),
-           "--eval-data", str(tmp_path / "data.npz"), "--target", "tvm", "--out", str(tmp_path / "OUT"),
-           "--quiet", "--no-latency"]
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    p = build_tvm_from_source(tmp_path, MODEL, np.random.default_rng(0).standard_normal((32, 8, 8)).astype(np.float32))
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2, p.stderr
     assert len(lines) == 1 and lines[0].startswith("error: TVM's Relax ONNX frontend cannot import the model"), p.stderr

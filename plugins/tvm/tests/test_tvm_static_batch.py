@@ -20,6 +20,7 @@ from onnx import numpy_helper as nh
 
 pytest.importorskip("tvm")
 
+from cli_build import build_tvm_from_source
 from qconvert_tvm.compile import STATIC_BATCH, Compiled, TvmCompileError, _relax_module, compile_onnx
 from qconvert_tvm.runtime import run_tvm
 from qconvert_tvm.target_spec import parse_target
@@ -163,34 +164,11 @@ def build():
     return RowsUpsampled().eval()
 '''
 
-RECIPE = """version: 1
-weights: {bits: 8, mode: sym, granularity: per_channel}
-activations: {bits: 8, mode: asym_u}
-calibration: {method: minmax, num_samples: 64, batch_size: 32}
-on_unsupported: adapt
-"""
-
-
 @pytest.mark.slow
 def test_lstm_and_sized_resize_build_for_tvm_and_pass_the_gates(tmp_path: Path) -> None:
     import json
-    import os
-    import subprocess
-    import sys
 
-    from qconvert_tvm import TvmTarget
-
-    if not TvmTarget().available().ok:
-        pytest.skip(TvmTarget().available().reason)
-    (tmp_path / "model.py").write_text(MODEL)
-    (tmp_path / "recipe.yaml").write_text(RECIPE)
-    x = np.random.default_rng(0).standard_normal((64, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x)
-    cmd = [sys.executable, "-m", "qconvert", "build", "--model", f"{tmp_path / 'model.py'}:build",
-           "--recipe", str(tmp_path / "recipe.yaml"), "--calib-data", str(tmp_path / "data.npz"),
-           "--eval-data", str(tmp_path / "data.npz"), "--target", "tvm", "--out", str(tmp_path / "OUT"),
-           "--quiet", "--no-latency"]
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    p = build_tvm_from_source(tmp_path, MODEL, np.random.default_rng(0).standard_normal((64, 8, 8)).astype(np.float32))
     assert p.returncode == 0, p.stderr
     manifest = json.loads((tmp_path / "OUT" / "tvm" / "manifest.json").read_text())
     assert manifest["artifact"]["details"]["static_batch"] == STATIC_BATCH, manifest
