@@ -5,8 +5,8 @@
 on every call: 0.7-0.9 s per export here, more than exporting the digits sample itself. ``shared_registry``
 keeps the first one built for an opset and hands each export its own copy of the table (the exporter
 adds a call's ``custom_translation_table`` to the copy), while ``torch.onnx.export`` runs; the entries
-themselves are not changed by an export. ``warm()`` builds it ahead, in a build's process before it
-forks its worker processes (``Target.before_workers``), so each worker inherits it.
+themselves are not changed by an export. Each worker process of a build (``--jobs``) builds its own
+once, on its first export.
 
 Where torch moves the registry (``_registration.ONNXRegistry.from_torchlib``), nothing is patched
 and every export builds its own, as torch does.
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["shared_registry", "warm"]
+__all__ = ["shared_registry"]
 
 _BUILT: dict[int, Any] = {}
 
@@ -64,10 +64,3 @@ def shared_registry() -> Iterator[None]:
     finally:
         cls.from_torchlib = original
 
-
-def warm() -> None:
-    """Build the registry now (and import the exporter), so a process forked later starts with it."""
-    with shared_registry():
-        found = _registration()
-        if found is not None:
-            found[0].ONNXRegistry.from_torchlib()
