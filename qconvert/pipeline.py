@@ -40,14 +40,13 @@ from qconvert.session import Session, example_inputs, prepare_session, torch_bat
 from qconvert.targets.base import Artifact, CheckContext, Target, TargetOptions
 from qconvert.targets.plan import TargetPlan, plan_for, planner
 from qconvert.targets.registry import TargetRegistry
-from qconvert.targets_pool import TargetDone, run_targets
+from qconvert.targets_pool import TargetDone, layers_task, run_targets
 from qconvert.timings import Timings
 from qconvert.verify.accumulators import accumulator_entry, wants_accumulator_check
 from qconvert.verify.effective import effective_schemes, file_sha256
 from qconvert.verify.entries import RunFigures, device_entry, imported_grid_entry, optimize_for_entry, requantization_entries
 from qconvert.verify.gates import GateCheck, gate_checks, require_measurable
 from qconvert.verify.layer_parity import depth_of, layer_parity
-from qconvert.verify.layerwise import layer_reports
 from qconvert.verify.manifest import ArtifactRecord, Manifest, ManifestParity, ManifestTolerance, QuantizationEntry, write_manifest
 from qconvert.verify.precision import compare_precision
 from qconvert.verify.references import FloatReferences
@@ -145,16 +144,14 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
                 progress(f"{t.name}: quantize")
                 quantized[t.name] = _quantize_target(t, options[t.name], s, stats, timings)
             qmodels = {name: q.qmodel for name, q in quantized.items()}
-            ran = run_targets(targets, [_target_task(quantized[t.name], s, eval_data, tmp, req.latency, refs) for t in targets], jobs,
-                              progress)
+            ran = run_targets(targets, [_target_task(quantized[t.name], s, eval_data, tmp, req.latency, refs) for t in targets],
+                              layers_task(qmodels, stats, eval_data, s.recipe.calibration.batch_size), jobs, progress)
             timings.jobs = max(timings.jobs, ran.jobs)
             for t in targets:  # in the order asked for, however the workers finished
-                entries[t.name] = ran.done[t.name].entry
+                entries[t.name] = ran.done[t.name].entry.model_copy(update={"layers": ran.layers.layers[t.name]})
                 for phase, seconds in ran.done[t.name].seconds.items():
                     timings.add(phase, seconds, t.name)
-            with timings.phase("layer_report"):  # one float graph pass for every target
-                for name, layers in layer_reports(qmodels, stats, eval_data, s.recipe.calibration.batch_size).items():
-                    entries[name] = entries[name].model_copy(update={"layers": layers})
+            timings.add("layer_report", ran.layers.seconds)  # one float graph pass for every target
             return gate_checks(s.recipe, entries, refs.accuracy)
 
         fallback_entry: Fallback | None = None
