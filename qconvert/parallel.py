@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Generic, TypeVar
 
 from qconvert.errors import BadInputError, QConvertError
+from qconvert.warm_up import wait_all
 
 __all__ = ["WORKER_TORCH_THREADS", "Task", "WorkerDiedError", "auto_jobs", "fork_blocker", "mark_fresh_process", "parse_jobs",
            "ran_targets_here", "run_tasks"]
@@ -123,6 +124,7 @@ def run_tasks(tasks: Sequence[Task[R]], jobs: int) -> dict[str, R]:
     if jobs <= 1 or len(tasks) <= 1:
         ran_targets_here()
         return {t.name: t.run() for t in tasks}
+    wait_all()  # no fork while a warm-up thread runs (qconvert.warm_up)
     ctx = multiprocessing.get_context("fork")
     pending = list(range(len(tasks)))
     workers: dict[Connection, BaseProcess] = {}

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from qconvert import warm_up
 from qconvert.core.distributed import Shard, current_shard, gather_stats, shard_batches
 from qconvert.core.quantize import QuantizedModel, calibrate
 from qconvert.core.stats import StatsSet
@@ -109,6 +110,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
     """Run a whole build; raises ``GateFailedError`` after OUT is written when a gate fails."""
     check_out_dir(req.out, "report.json")
     targets = _resolve_targets(req, registry)
+    warm = warm_up.start(targets)  # in a background thread while this one captures, calibrates and quantizes
     timings, started = Timings(), time.perf_counter()
     with timings.phase("capture"):
         session = _session(req)
@@ -138,6 +140,7 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         entries: dict[str, TargetEntry] = {}
 
         def build_all(s: Session) -> list[GateCheck]:
+            warm.wait()  # before any target emits, and before workers fork
             quantized: dict[str, _Quantized] = {}
             for t in targets:
                 shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt

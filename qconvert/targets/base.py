@@ -215,6 +215,21 @@ class Target(ABC, Generic[OptionsT]):
         """
         return "unknown"
 
+    def warm_up(self) -> Callable[[], object] | None:
+        """A first step of this target that mostly waits on other processes, to run while the build captures.
+
+        Core guarantees: called in the build's own process, after ``available()`` and before the model is captured
+        (the recipe's options are not known yet); the callable returned runs in a background thread while the
+        build captures, calibrates and quantizes, and the build waits for it to end before any hook of a target
+        emits, runs or times anything and before it forks workers (which inherit what it left: a cache filled).
+        Its error goes to the build's log only (``qconvert.warm_up``).
+        Plugin must: import here what the callable needs (the background thread must not import while the
+        build's thread does); keep the callable to work that waits on subprocesses or files (the build's thread
+        holds the interpreter otherwise); leave nothing running and no process-wide setting changed; expect the
+        hook that needs the result to do the work again if the callable failed. None (the default): nothing.
+        """
+        return None
+
     @abstractmethod
     def emit(self, qmodel: QuantizedModel, out_dir: Path, options: OptionsT) -> Artifact:
         """Write the artifact files for ``qmodel`` into ``out_dir``.

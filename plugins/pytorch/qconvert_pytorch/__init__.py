@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,22 @@ class PyTorchTarget(Target[PyTorchOptions]):
         import torch
 
         return f"torch {torch.__version__}"
+
+    def warm_up(self) -> Callable[[], object] | None:
+        from qconvert_pytorch.engine import cpp_compiler
+
+        if cpp_compiler() is None:  # no inductor here: nothing to probe
+            return None
+        # inductor picks its vector instruction set by compiling and loading a probe library in a fresh Python
+        # process per candidate (about 0.9 s, once per process; cached by valid_vec_isa_list): done here while the
+        # build captures, a worker forked afterwards inherits the answer. Its imports happen here, not in the thread.
+        import torch._appdirs
+        import torch._inductor.codecache
+        import torch.utils._filelock
+        import torch.utils.cpp_extension  # noqa: F401
+        from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+        return valid_vec_isa_list
 
     def constraints(self, options: PyTorchOptions) -> QuantConstraints:
         # Integer kernels take uint8 activations with a zero point and int8 symmetric weights (oneDNN

@@ -294,3 +294,18 @@ def test_without_a_cpp_compiler_auto_falls_back_to_quantized_modules(tmp_path: P
     assert any("no C++ compiler" in n for n in art.notes)
     with pytest.raises(TargetUnavailableError, match="needs a C\\+\\+ compiler"):
         TARGET.emit(qm, tmp_path / "x", PyTorchOptions(lowering="inductor"))
+
+
+def test_warm_up_runs_inductors_vector_isa_probe_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe (a fresh process per instruction set) runs in the build's warm-up thread; without a compiler, none."""
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+    from qconvert import warm_up
+
+    if cpp_compiler() is None:
+        pytest.skip("no C++ compiler here (inductor cannot run): install g++")
+    valid_vec_isa_list.cache_clear()
+    warm_up.start([TARGET]).wait()
+    assert valid_vec_isa_list.cache_info().currsize == 1  # a compile in this process (or a worker forked now) reuses it
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    assert TARGET.warm_up() is None
