@@ -27,6 +27,20 @@ _PASS = {
 }
 
 
+#: Padding copies its input's values and adds zeros (or copies of edge values), so it keeps its input's
+#: integer grid: 0.0 lies on every grid qconvert makes. A non-zero constant would need its own range.
+_PAD = {aten.pad.default, aten.constant_pad_nd.default}
+
+
+def _pads_with_zeros_or_copies(node: Node) -> bool:
+    if node.target == aten.constant_pad_nd.default:
+        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0.0)
+        return value in (0, 0.0)
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    return mode != "constant" or value in (None, 0, 0.0)
+
+
 class OpKind:
     WEIGHTED = "weighted"
     FUSED_ACT = "fused_act"
@@ -42,6 +56,8 @@ def op_kind(node: Node) -> str:
     if node.op != "call_function":
         return OpKind.OTHER
     t = node.target
+    if t in _PAD:
+        return OpKind.PASS if _pads_with_zeros_or_copies(node) else OpKind.OTHER
     for kind, table in (
         (OpKind.WEIGHTED, _WEIGHTED), (OpKind.FUSED_ACT, _FUSED_ACT), (OpKind.BINARY, _BINARY),
         (OpKind.MATMUL, _MATMUL), (OpKind.POOL, _POOL_OWN), (OpKind.CAT, _CAT), (OpKind.PASS, _PASS),

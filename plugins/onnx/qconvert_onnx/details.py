@@ -19,5 +19,7 @@ class OnnxDetails(ArtifactDetails):
     narrow_range_clips: int
     reduce_mean_as_global_pool: int
     float_layers_kept_float: int
+    #: DequantizeLinear -> Pad -> QuantizeLinear patterns run as one Pad of the integers (``integer_pad``).
+    pads_on_integers: int = 0
     #: Simulation quantize node -> the ONNX tensor holding its integers, for per-layer parity (``intermediates``).
     quantized_tensors: dict[str, str]

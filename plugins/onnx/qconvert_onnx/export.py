@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from qconvert.targets import Artifact, QuantizedModel
 from qconvert_onnx.details import OnnxDetails
 from qconvert_onnx.dynamic import replace_dynamic_linears, translation_table
+from qconvert_onnx.integer_pad import pad_on_integers
 from qconvert_onnx.intermediates import constant_values, map_quantized_tensors
 from qconvert_onnx.options import OnnxOptions
 from qconvert_onnx.rewrite import keep_float_layers_float, reduce_mean_to_global_pool
@@ -141,6 +142,10 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
     float_layers = keep_float_layers_float(model)
     if options.simplify:
         model = _simplify(model)
+    # simulation quantize node -> ONNX tensor, for per-layer parity (qconvert_onnx.intermediates); paired before the
+    # Pads move onto the integers, which keep each QuantizeLinear's output name
+    quantized_tensors = map_quantized_tensors(model, qmodel)
+    integer_pads = pad_on_integers(model)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, out_dir / options.file_name)
     return Artifact(
@@ -155,8 +160,7 @@ def export_qdq(qmodel: QuantizedModel, out_dir: Path, options: OnnxOptions, targ
         details=OnnxDetails(opset=max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                             weight_dequantize_nodes=weight_dequantize_count(model), narrow_range_clips=clips,
                             reduce_mean_as_global_pool=pools, float_layers_kept_float=float_layers,
-                            # simulation quantize node -> ONNX tensor, for per-layer parity (qconvert_onnx.intermediates)
-                            quantized_tensors=map_quantized_tensors(model, qmodel)),
+                            pads_on_integers=integer_pads, quantized_tensors=quantized_tensors),
     )
 
 

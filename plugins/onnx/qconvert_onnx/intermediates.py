@@ -77,16 +77,21 @@ def map_quantized_tensors(model: onnx.ModelProto, qmodel: QuantizedModel) -> dic
     return mapping
 
 
+#: Ops whose output is on their input's integer grid: the narrowing Clip (``export.narrow_ranges``) and a
+#: Pad of the integers (``integer_pad``).
+_SAME_GRID = ("Clip", "Pad")
+
+
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every QuantizeLinear output (and of the Clip after one): its zero point's type."""
+    """Element type of every QuantizeLinear output (and of a Clip or Pad after one): its zero point's type."""
     consts = constant_values(model)
     types: dict[str, int] = {}
     for n in model.graph.node:
         if n.op_type == "QuantizeLinear":
             zp = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
             types[n.output[0]] = helper.np_dtype_to_tensor_dtype(zp.dtype) if zp is not None else onnx.TensorProto.UINT8
-    for n in model.graph.node:
-        if n.op_type == "Clip" and n.input[0] in types:
+    for n in model.graph.node:  # graph order: a Clip or Pad reads a tensor typed above it
+        if n.op_type in _SAME_GRID and n.input[0] in types:
             types[n.output[0]] = types[n.input[0]]
     return types
 
@@ -109,7 +114,7 @@ def _grids(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[float, i
     grids: dict[str, tuple[float, int]] = {}
     for name in names:
         node = producer[name]
-        if node.op_type == "Clip":
+        while node.op_type in _SAME_GRID and node.input[0] in producer:
             node = producer[node.input[0]]
         g = _grid(node, consts)
         if g is not None:
