@@ -386,8 +386,10 @@ def manifest_schema() -> None:
 def run() -> None:
     """The ``qconvert`` console script: the command, then a quick exit (``qconvert.fast_exit``)."""
     from qconvert.fast_exit import run_then_exit
+    from qconvert.gc_tuning import tune_for_command
     from qconvert.parallel import mark_fresh_process
 
+    tune_for_command()  # before torch and the runtimes are imported (qconvert.gc_tuning)
     mark_fresh_process()  # --jobs auto may fork: nothing ran a runtime in this process yet
     run_then_exit(main)
 

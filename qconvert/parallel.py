@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Generic, TypeVar
 
 from qconvert.errors import BadInputError, QConvertError
+from qconvert.gc_tuning import frozen_for_fork
 from qconvert.warm_up import wait_all
 
 __all__ = ["WORKER_TORCH_THREADS", "Task", "WorkerDiedError", "auto_jobs", "fork_blocker", "mark_fresh_process", "parse_jobs",
@@ -131,15 +132,16 @@ def run_tasks(tasks: Sequence[Task[R]], jobs: int) -> dict[str, R]:
     busy: dict[Connection, str] = {}
     results: dict[str, R] = {}
     try:
-        for _ in range(min(jobs, len(tasks))):
-            mine, theirs = ctx.Pipe()
-            started: BaseProcess = ctx.Process(target=_worker, args=(theirs, tasks), name="qconvert-worker")
-            started.start()
-            theirs.close()
-            workers[mine] = started
-            i = pending.pop(0)
-            mine.send(i)
-            busy[mine] = tasks[i].name
+        with frozen_for_fork():  # a worker's collections skip what it inherited (qconvert.gc_tuning)
+            for _ in range(min(jobs, len(tasks))):
+                mine, theirs = ctx.Pipe()
+                started: BaseProcess = ctx.Process(target=_worker, args=(theirs, tasks), name="qconvert-worker")
+                started.start()
+                theirs.close()
+                workers[mine] = started
+                i = pending.pop(0)
+                mine.send(i)
+                busy[mine] = tasks[i].name
         while busy:
             for ready in wait(list(busy)):
                 assert isinstance(ready, Connection)
