@@ -117,6 +117,8 @@ class QObserver(ObserverBase):
         #: Weight scales replaced after the fact (``qconvert.core.requantize`` folds a fixed-point
         #: requantization multiplier into them); the zero point stays the scheme's.
         self.scale_override: torch.Tensor | None = None
+        #: An activation range chosen after calibration (``qconvert.core.act_ranges``), used instead of the method's.
+        self.range_override: tuple[float, float] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.role == "weight":
@@ -175,7 +177,7 @@ class QObserver(ObserverBase):
         if self.spec.role == "weight":
             lo, hi = self.weight_range()
         else:
-            lo_f, hi_f = choose_range(self.stats(), self.spec, self.calib)
+            lo_f, hi_f = self.range_override or choose_range(self.stats(), self.spec, self.calib)
             lo, hi = torch.tensor(lo_f), torch.tensor(hi_f)
         scale, zp = qparams_from_range(lo, hi, self.unsigned_scheme or self.spec.scheme, self.rng)
         if self.scale_override is not None:

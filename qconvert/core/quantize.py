@@ -11,6 +11,7 @@ import torch
 from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+from qconvert.core.act_ranges import learn_activation_ranges
 from qconvert.core.adaround import learn_rounding
 from qconvert.core.annotate import QConvertQuantizer
 from qconvert.core.bias_analytic import correct_biases_analytic
@@ -162,6 +163,7 @@ def quantize(
     placement: Placement = DEFAULT_PLACEMENT,
     calibration_batches: Callable[[], Iterable[tuple[torch.Tensor, ...]]] | None = None,
     weight_ranges: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    activation_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> QuantizedModel:
     """Build the Q/DQ graph for one target from calibration statistics, without data.
 
@@ -181,6 +183,13 @@ def quantize(
             f"statistics were collected on another model or input shape (fingerprint {stats.fingerprint}, "
             f"this model {captured.fingerprint}); re-run 'qconvert calibrate' for this model"
         )
+    if recipe.activation_ranges == "learned" and activation_ranges is None:
+        if calibration_batches is None:
+            raise DataError("activation_ranges: learned needs the calibration data: pass --calib-data (statistics alone are not enough)")
+        plain = recipe.model_copy(update={"activation_ranges": "calibrated", "weight_rounding": "nearest", "bias_correction": False})
+        first = quantize(captured, plain, stats, constraints, target, placement, calibration_batches, weight_ranges)
+        learned = learn_activation_ranges(captured.graph, first.graph, calibration_batches, recipe.activation_range_samples)
+        activation_ranges = {r.key: (r.lo, r.hi) for r in learned}
     policy = QuantPolicy(recipe, constraints or QuantConstraints(), target)
     policy.check_partial()
     prepared, quantizer = _prepare(captured, policy, placement)
@@ -192,6 +201,8 @@ def quantize(
             obs.load_stats(stats.tensors[obs.spec.key])
     _feed_weights(prepared)
     for obs in observers:
+        if activation_ranges and obs.spec.role == "activation" and obs.spec.key in activation_ranges:
+            obs.range_override = activation_ranges[obs.spec.key]
         if weight_ranges and obs.spec.role == "weight" and obs.spec.key in weight_ranges:
             obs.learned_range = weight_ranges[obs.spec.key]
     widened = widen_for_int32_bias(prepared)

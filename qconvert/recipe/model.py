@@ -250,6 +250,14 @@ class Recipe(_Frozen):
         "(so the rounding also makes up for the error its quantized input brings from upstream); layer, the same layer with float "
         "weights on its quantized input."
     )
+    activation_ranges: Literal["calibrated", "learned"] = Field(
+        "calibrated", description="Activation ranges: calibrated (calibration.method and overrides), or learned (each tensor's "
+        "calibrated range narrowed, tensor by tensor in graph order on activation_range_samples calibration samples, to the range "
+        "whose quantized values are closest to the float network's own values there; runs before weight_rounding)."
+    )
+    activation_range_samples: int = Field(
+        64, ge=1, description="Calibration samples learned activation ranges are chosen on (memory grows with it, not with the data)."
+    )
     depthwise_per_channel: bool = Field(
         False, description="Per-channel weights for depthwise convolutions even when weights are per_tensor (TIDL's DW calibration)."
     )
