@@ -140,13 +140,13 @@ def build(req: BuildRequest, registry: TargetRegistry, progress: Progress = lamb
         entries: dict[str, TargetEntry] = {}
 
         def build_all(s: Session) -> list[GateCheck]:
-            warm.wait()  # before any target emits, and before workers fork
             quantized: dict[str, _Quantized] = {}
             for t in targets:
                 shutil.rmtree(tmp / t.name, ignore_errors=True)  # an earlier auto_fallback attempt
                 progress(f"{t.name}: quantize")
                 quantized[t.name] = _quantize_target(t, options[t.name], s, stats, timings)
             qmodels = {name: q.qmodel for name, q in quantized.items()}
+            warm.wait()  # before any target emits, and before workers fork
             ran = run_targets(targets, [_target_task(quantized[t.name], s, eval_data, tmp, req.latency, refs) for t in targets],
                               layers_task(qmodels, stats, eval_data, s.recipe.calibration.batch_size), jobs, progress)
             timings.jobs = max(timings.jobs, ran.jobs)
