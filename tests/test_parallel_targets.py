@@ -147,10 +147,33 @@ def test_auto_jobs_uses_the_cores_others_leave_idle(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 64 << 30)
     monkeypatch.setattr(parallel, "_resident_bytes", lambda: 1 << 30)
+    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 0)
     for load, jobs in ((0.4, 2), (1.2, 2), (2.0, 1), (3.8, 1)):  # 1.0 of the load is the build's own process
         monkeypatch.setattr(parallel, "_load", lambda load=load: load)
         assert auto_jobs(6) == jobs, load
+    monkeypatch.setattr(parallel, "_load", lambda: 6.6)  # six background jobs at nice 19 leave the cores to the build
+    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 6)
+    assert auto_jobs(6) == 2
+    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 1)
+    assert auto_jobs(6) == 1
     assert auto_jobs(1) == 1
     monkeypatch.setattr(parallel, "_load", lambda: 0.0)
+    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 0)
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 1 << 30)  # memory for one worker only
     assert auto_jobs(6) == 1
+
+
+def test_niced_runnable_counts_a_busy_thread_at_nice_19() -> None:
+    from qconvert import parallel
+
+    code = "import os, time\nos.nice(19)\nend = time.time() + 20\nwhile time.time() < end:\n    pass\n"
+    busy = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline, counted = time.time() + 10, False
+        while not counted and time.time() < deadline:  # it is counted whenever it runs or waits to run
+            counted = parallel._niced_runnable() >= 1
+            time.sleep(0.02)
+        assert counted
+    finally:
+        busy.kill()
+        busy.wait()
