@@ -2,11 +2,19 @@
 
 One worker per library stays up for the life of this process (TVM's import takes
 seconds), so a verification pass over many batches pays for it once. No torch.
+
+``prestart`` (the target's warm-up, while the build captures) starts one worker
+without a library: it imports TVM on a core the build leaves idle then, and the
+first library to run is sent to it instead of starting a process. A build's
+``--jobs`` workers all inherit that process; a one-byte token in a pipe gives it to
+the first that asks (reading one byte from a pipe is atomic across processes), and
+the others start their own.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,7 +26,7 @@ import numpy as np
 from qconvert_tvm import worker
 from qconvert_tvm.worker import pack, read_message, unpack, write_message
 
-__all__ = ["TvmWorker", "close_all", "run_tvm"]
+__all__ = ["TvmWorker", "close_all", "prestart", "run_tvm"]
 
 _MAX_WORKERS = 2
 
@@ -26,16 +34,24 @@ _MAX_WORKERS = 2
 class TvmWorker:
     """A ``python .../qconvert_tvm/worker.py LIB`` child process and its pipes."""
 
-    def __init__(self, library: Path) -> None:
+    def __init__(self, library: Path | None) -> None:
+        """``library`` None: started ahead, ``attach`` sends it later."""
         self.library = library
+        self.owner = os.getpid()  # a forked process that uses this worker cannot wait for it (not its child)
         # The child's stderr, quoted when it dies; open for the child's life, closed in close().
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             # The worker file runs as a script, so the child imports neither qconvert nor this
             # package; -P keeps this package's directory off sys.path (its module names are generic).
-            [sys.executable, "-P", str(Path(worker.__file__)), str(library)],
+            [sys.executable, "-P", str(Path(worker.__file__)), *([str(library)] if library is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
         )
+
+    def attach(self, library: Path) -> None:
+        """Send the library to a worker started without one."""
+        assert self.proc.stdin is not None and self.library is None
+        self.library = library
+        write_message(self.proc.stdin, str(library).encode())
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -56,6 +72,8 @@ class TvmWorker:
 
     @property
     def alive(self) -> bool:
+        if os.getpid() != self.owner:  # inherited through fork: a dead one shows when it stops answering
+            return True
         return self.proc.poll() is None
 
     def close(self) -> None:
@@ -73,6 +91,35 @@ class TvmWorker:
 _workers: OrderedDict[tuple[str, float], TvmWorker] = OrderedDict()
 
 
+class _Spare:
+    """A worker started ahead, without a library, and the token that gives it to one process only."""
+
+    def __init__(self) -> None:
+        read, write = os.pipe()
+        os.write(write, b"1")
+        os.close(write)
+        self.token = read
+        self.worker = TvmWorker(None)
+
+    def claim(self) -> TvmWorker | None:
+        """The worker, to the first process that asks (here or in any process forked since); else None."""
+        try:
+            won = os.read(self.token, 1) == b"1"
+        except OSError:  # closed by close_all
+            return None
+        return self.worker if won else None
+
+
+_spare: _Spare | None = None
+
+
+def prestart() -> None:
+    """Start a worker ahead of the first run, unless one started ahead is still unclaimed here."""
+    global _spare
+    if _spare is None or _spare.worker.library is not None:
+        _spare = _Spare()
+
+
 def _worker(library: Path) -> TvmWorker:
     key = (str(library.resolve()), library.stat().st_mtime)
     if key in _workers and not _workers[key].alive:
@@ -82,13 +129,23 @@ def _worker(library: Path) -> TvmWorker:
         return _workers[key]
     while len(_workers) >= _MAX_WORKERS:
         _workers.popitem(last=False)[1].close()
-    _workers[key] = TvmWorker(library)
+    ahead = _spare.claim() if _spare is not None else None
+    if ahead is not None and ahead.alive:
+        ahead.attach(library)
+        _workers[key] = ahead
+    else:
+        _workers[key] = TvmWorker(library)
     return _workers[key]
 
 
 def close_all() -> None:
+    global _spare
     while _workers:
         _workers.popitem()[1].close()
+    if _spare is not None:
+        spare, _spare = _spare, None
+        os.close(spare.token)
+        spare.worker.close()
 
 
 atexit.register(close_all)

@@ -1,7 +1,9 @@
 """``python worker.py LIB``: load an exported library in a fresh process and serve runs.
 
 The process imports only numpy and TVM, with torch hidden, so a run proves the
-exported files alone are enough. Protocol on stdin/stdout, one message each way per run:
+exported files alone are enough. Started without ``LIB`` (ahead of the build's
+need, ``runtime.prestart``), it imports TVM and then reads the library's path as
+its first message. Protocol on stdin/stdout, one message each way per run:
 an 8-byte little-endian length, then an ``.npz`` (inputs ``arr_0..``; outputs
 likewise). A failure answers length 0 followed by a length-prefixed UTF-8 reason.
 """
@@ -55,8 +57,15 @@ def main(argv: list[str]) -> int:
     import tvm
     from tvm import relax
 
-    vm = relax.VirtualMachine(tvm.runtime.load_module(argv[0]), tvm.cpu())
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    if argv:
+        library = argv[0]
+    else:  # started ahead: the library comes as the first message
+        first = read_message(stdin)
+        if first is None:  # not needed after all
+            return 0
+        library = first.decode()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
     sys.stdout = sys.stderr  # anything printed by TVM must not corrupt the protocol
     while (msg := read_message(stdin)) is not None:
         try:
