@@ -78,10 +78,11 @@ def auto_jobs(tasks: int) -> int:
 
     Idle cores: the cores this process may use less the 1-minute load average, the build's own process not counted
     (on a machine already busy a second worker only competes with the first: both are slower, the build is not
-    faster), nor the threads of background jobs running now at a positive nice value (``_niced_runnable``): the
+    faster), nor the threads of background jobs running now at a positive nice value (``_runnable``): the
     scheduler gives a worker at nice 0 nearly all of a core against them (on this machine, with five or six such jobs
     and a load of 7, the serial digits build ran 3 % slower than on an idle machine, and two workers took 15-16 s where
-    one took 23-25 s). A worker shares the build's memory until it writes to it; it is counted at the build's
+    one took 23-25 s). The load average trails by a minute: a core counts as busy only while some other thread at
+    nice 0 runs or waits to run now. A worker shares the build's memory until it writes to it; it is counted at the build's
     resident size (at least 1 GiB) against the memory available now. 1 where ``fork`` does not exist, and in a process the ``qconvert``
     command did not start (the Python API, a test session: it may hold runtimes' threads, see ``fork_blocker``;
     pass ``jobs`` to fork there).
@@ -89,7 +90,8 @@ def auto_jobs(tasks: int) -> int:
     if not _FRESH or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    idle = cpus - max(0.0, _load() - 1.0 - _niced_runnable())
+    now = _runnable()
+    idle = cpus - min(max(0.0, _load() - 1.0 - now.niced), now.others)
     cpus = min(cpus, max(1, round(idle)))
     available = _available_bytes()
     fit = available // max(_resident_bytes(), _WORKER_FLOOR_BYTES) if available else cpus
@@ -229,19 +231,33 @@ def _load() -> float:
         return 0.0
 
 
-def _niced_runnable() -> int:
-    """Threads of this machine running or ready to run now at a positive nice value (``/proc/*/task/*/stat``)."""
-    count = 0
+@dataclass(frozen=True)
+class Runnable:
+    """Threads of other processes running or ready to run now (``/proc/*/task/*/stat``): at a positive nice value, and
+    the others. This process and the processes it started (a warm-up's probe) are not counted."""
+
+    niced: int
+    others: int
+
+
+def _runnable() -> Runnable:
+    me = os.getpid()
+    niced = others = 0
     for stat in glob.glob("/proc/[0-9]*/task/[0-9]*/stat"):
         try:
             with open(stat, encoding="ascii", errors="replace") as f:
                 text = f.read()
         except OSError:  # the thread ended meanwhile
             continue
+        pid = int(stat.split("/")[2])
         fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ..., priority, nice
-        if len(fields) > 16 and fields[0] == "R" and fields[16].lstrip("-").isdigit() and int(fields[16]) > 0:
-            count += 1
-    return count
+        if len(fields) <= 16 or fields[0] != "R" or pid == me or fields[1] == str(me):
+            continue
+        if fields[16].lstrip("-").isdigit() and int(fields[16]) > 0:
+            niced += 1
+        else:
+            others += 1
+    return Runnable(niced, others)
 
 
 def _available_bytes() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -147,33 +148,40 @@ def test_auto_jobs_uses_the_cores_others_leave_idle(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 64 << 30)
     monkeypatch.setattr(parallel, "_resident_bytes", lambda: 1 << 30)
-    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 0)
+    monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=0, others=4))
     for load, jobs in ((0.4, 2), (1.2, 2), (2.0, 1), (3.8, 1)):  # 1.0 of the load is the build's own process
         monkeypatch.setattr(parallel, "_load", lambda load=load: load)
         assert auto_jobs(6) == jobs, load
     monkeypatch.setattr(parallel, "_load", lambda: 6.6)  # six background jobs at nice 19 leave the cores to the build
-    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 6)
+    monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=6, others=4))
     assert auto_jobs(6) == 2
-    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 1)
+    monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=1, others=4))
     assert auto_jobs(6) == 1
+    monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=1, others=0))  # the load is a minute old
+    assert auto_jobs(6) == 2
     assert auto_jobs(1) == 1
     monkeypatch.setattr(parallel, "_load", lambda: 0.0)
-    monkeypatch.setattr(parallel, "_niced_runnable", lambda: 0)
+    monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=0, others=0))
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 1 << 30)  # memory for one worker only
     assert auto_jobs(6) == 1
 
 
-def test_niced_runnable_counts_a_busy_thread_at_nice_19() -> None:
+def test_runnable_counts_busy_threads_of_other_processes_by_nice() -> None:
     from qconvert import parallel
 
-    code = "import os, time\nos.nice(19)\nend = time.time() + 20\nwhile time.time() < end:\n    pass\n"
-    busy = subprocess.Popen([sys.executable, "-c", code])
+    spin = "import os, sys, time\nos.nice(int(sys.argv[1]))\nend = time.time() + 20\nwhile time.time() < end:\n    pass\n"
+    starter = "import subprocess, sys, time\np = subprocess.Popen(sys.argv[1:])\ntime.sleep(30)\n"
+    # a grandchild (started by another process than this one): the build counts its own children as its own
+    busy = [subprocess.Popen([sys.executable, "-c", starter, sys.executable, "-c", spin, n], start_new_session=True)
+            for n in ("19", "0")]
     try:
-        deadline, counted = time.time() + 10, False
-        while not counted and time.time() < deadline:  # it is counted whenever it runs or waits to run
-            counted = parallel._niced_runnable() >= 1
+        deadline, seen = time.time() + 10, parallel.Runnable(0, 0)
+        while not (seen.niced and seen.others) and time.time() < deadline:  # counted whenever it runs or waits to run
+            now = parallel._runnable()
+            seen = parallel.Runnable(max(seen.niced, now.niced), max(seen.others, now.others))
             time.sleep(0.02)
-        assert counted
+        assert seen.niced >= 1 and seen.others >= 1
     finally:
-        busy.kill()
-        busy.wait()
+        for p in busy:
+            os.killpg(p.pid, signal.SIGKILL)  # the starter and the thread spinning under it
+            p.wait()
