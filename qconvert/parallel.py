@@ -91,7 +91,8 @@ def auto_jobs(tasks: int) -> int:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     now = _runnable()
-    idle = cpus - min(max(0.0, _load() - 1.0 - now.niced), now.others)
+    busy = max(0.0, _load() - 1.0) if now is None else min(max(0.0, _load() - 1.0 - now.niced), now.others)
+    idle = cpus - busy
     cpus = min(cpus, max(1, round(idle)))
     available = _available_bytes()
     fit = available // max(_resident_bytes(), _WORKER_FLOOR_BYTES) if available else cpus
@@ -240,7 +241,10 @@ class Runnable:
     others: int
 
 
-def _runnable() -> Runnable:
+def _runnable() -> Runnable | None:
+    """None without ``/proc`` (not Linux): then the load average alone decides."""
+    if not os.path.isdir(f"/proc/{os.getpid()}/task"):
+        return None
     me = os.getpid()
     niced = others = 0
     for stat in glob.glob("/proc/[0-9]*/task/[0-9]*/stat"):

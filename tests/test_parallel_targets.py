@@ -159,6 +159,8 @@ def test_auto_jobs_uses_the_cores_others_leave_idle(monkeypatch: pytest.MonkeyPa
     assert auto_jobs(6) == 1
     monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=1, others=0))  # the load is a minute old
     assert auto_jobs(6) == 2
+    monkeypatch.setattr(parallel, "_runnable", lambda: None)  # no /proc: the load alone
+    assert auto_jobs(6) == 1
     assert auto_jobs(1) == 1
     monkeypatch.setattr(parallel, "_load", lambda: 0.0)
     monkeypatch.setattr(parallel, "_runnable", lambda: parallel.Runnable(niced=0, others=0))
@@ -180,6 +182,7 @@ def test_runnable_counts_busy_threads_of_other_processes_by_nice() -> None:
         deadline, seen = time.time() + 10, parallel.Runnable(0, 0)
         while not (seen.niced >= want.niced and seen.others >= want.others) and time.time() < deadline:
             now = parallel._runnable()  # counted whenever it runs or waits to run
+            assert now is not None
             seen = parallel.Runnable(max(seen.niced, now.niced), max(seen.others, now.others))
             time.sleep(0.02)
         assert seen.niced >= want.niced and seen.others >= want.others, seen

@@ -21,7 +21,7 @@ from typing import Any
 import onnx
 import torch
 
-__all__ = ["MAX_BYTES", "MAX_ENTRIES", "cached_export", "graph_fingerprint", "stats"]
+__all__ = ["MAX_BYTES", "MAX_ENTRIES", "cached_export", "export_key", "stats"]
 
 MAX_ENTRIES = 4
 #: Larger models are not kept (a transformer's export would hold hundreds of MB per entry).
@@ -65,7 +65,7 @@ def _attr(gm: torch.nn.Module, target: str) -> Any:
     return obj
 
 
-def graph_fingerprint(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], names: tuple[Any, ...]) -> str | None:
+def export_key(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], names: tuple[Any, ...]) -> str | None:
     """A hash of what an export of ``gm`` at ``example`` with ``names`` depends on; None for a module
     that is not an FX graph (then nothing is cached)."""
     graph = getattr(gm, "graph", None)
@@ -100,7 +100,7 @@ def graph_fingerprint(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], na
 def cached_export(gm: torch.nn.Module, example: tuple[torch.Tensor, ...], names: tuple[Any, ...],
                   export: Callable[[], onnx.ModelProto]) -> onnx.ModelProto:
     """``export()``'s model, or a copy of the one exported earlier in this process for an equal graph."""
-    key = graph_fingerprint(gm, example, names)
+    key = export_key(gm, example, names)
     if key is not None and key in _CACHE:
         _STATS["hits"] += 1
         _CACHE.move_to_end(key)
