@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qconvert_onnx.intermediates import constant_values
+from qconvert_onnx.intermediates import constant_values, per_tensor_grid
 
 __all__ = ["pad_on_integers"]
 
@@ -30,14 +30,14 @@ def _mode(node: onnx.NodeProto) -> str:
     return next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
 
 
-def _integer_constant(value: np.ndarray | None, scale: float, zero: np.ndarray) -> np.ndarray | None:
-    """The pad constant as an integer of ``zero``'s type, or None when it is off the grid."""
+def _integer_constant(value: np.ndarray | None, scale: float, zero: int, dtype: np.dtype) -> np.ndarray | None:
+    """The pad constant as an integer of ``dtype``, or None when it is off the grid."""
     c = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
-    q = np.round(np.float32(c) / np.float32(scale)) + int(zero.reshape(()))
-    info = np.iinfo(zero.dtype)
-    if not info.min <= q <= info.max or np.float32((q - int(zero.reshape(()))) * np.float32(scale)) != np.float32(c):
+    q = np.round(np.float32(c) / np.float32(scale)) + zero
+    info = np.iinfo(dtype)
+    if not info.min <= q <= info.max or np.float32((q - zero) * np.float32(scale)) != np.float32(c):
         return None
-    return np.array(int(q), dtype=zero.dtype)
+    return np.array(int(q), dtype=dtype)
 
 
 def pad_on_integers(model: onnx.ModelProto) -> int:
@@ -58,22 +58,18 @@ def pad_on_integers(model: onnx.ModelProto) -> int:
         if dq is None or dq.op_type != "DequantizeLinear" or len(after) != 1 or after[0].op_type != "QuantizeLinear":
             continue
         q = after[0]
-        if pad.output[0] in graph_outputs or len(dq.input) < 3 or len(q.input) < 3:
+        if pad.output[0] in graph_outputs:
             continue
-        grids = [(values.get(n.input[1]), values.get(n.input[2])) for n in (dq, q)]
-        if any(s is None or z is None or s.size != 1 or z.size != 1 for s, z in grids):
+        grid = per_tensor_grid(dq, values)
+        if grid is None or grid != per_tensor_grid(q, values):
             continue
-        (s_in, z_in), (s_out, z_out) = grids
-        assert s_in is not None and z_in is not None and s_out is not None and z_out is not None
-        if np.float32(s_in.reshape(())) != np.float32(s_out.reshape(())) or z_in.dtype != z_out.dtype or \
-                int(z_in.reshape(())) != int(z_out.reshape(())):
-            continue
+        scale, zero, dtype = grid
         inputs = [dq.input[0], pad.input[1] if len(pad.input) > 1 else ""]
         if _mode(pad) == "constant":
             given = values.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
             if len(pad.input) > 2 and pad.input[2] and given is None:
                 continue  # a constant computed at run time: cannot check it lies on the grid
-            fill = _integer_constant(given, float(s_in.reshape(())), z_in)
+            fill = _integer_constant(given, scale, zero, dtype)
             if fill is None:
                 continue
             name = f"{pad.name or pad.output[0]}_integer_fill"

@@ -27,7 +27,7 @@ from qconvert.targets import Intermediates, RuntimeTensor
 if TYPE_CHECKING:
     from qconvert.targets import QuantizedModel
 
-__all__ = ["constant_values", "expose", "map_quantized_tensors", "run_with_intermediates"]
+__all__ = ["constant_values", "expose", "map_quantized_tensors", "per_tensor_grid", "run_with_intermediates"]
 
 
 def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -41,8 +41,9 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def _grid(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> tuple[float, int, np.dtype] | None:
-    """(scale, zero point, storage type) of a per-tensor QuantizeLinear with constant parameters."""
+def per_tensor_grid(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> tuple[float, int, np.dtype] | None:
+    """(scale, zero point, storage type) of a per-tensor QuantizeLinear or DequantizeLinear with constant parameters,
+    else None (the zero point's absence means uint8 0, as in ONNX)."""
     scale = consts.get(node.input[1])
     zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if scale is None or scale.size != 1 or (len(node.input) > 2 and node.input[2] and zp is None):
@@ -63,7 +64,7 @@ def map_quantized_tensors(model: onnx.ModelProto, qmodel: QuantizedModel) -> dic
     wanted = [n for n in qmodel.graph.graph.nodes if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default]
     consts = constant_values(model)
     clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip" and n.output[0].endswith("_narrow")}
-    found = [(n, _grid(n, consts)) for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    found = [(n, per_tensor_grid(n, consts)) for n in model.graph.node if n.op_type == "QuantizeLinear"]
     mapping: dict[str, str] = {}
     at = 0
     for fx in wanted:
@@ -116,7 +117,7 @@ def _grids(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[float, i
         node = producer[name]
         while node.op_type in _SAME_GRID and node.input[0] in producer:
             node = producer[node.input[0]]
-        g = _grid(node, consts)
+        g = per_tensor_grid(node, consts)
         if g is not None:
             grids[name] = (g[0], g[1])
     return grids
