@@ -80,3 +80,13 @@ def test_fast_subset_builds_for_onnx(e: ZooEntry, tmp_path: Path) -> None:
     (row,) = run_model(e, ["onnx"], tmp_path, latency=set(), timeout_s=600)
     assert row.exit_code == 0, row.message
     assert row.max_lsb is not None and row.top1_agree is not None
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "zoo").glob("recipe*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(path: Path) -> None:
+    """The zoo's recipes are what the README and `make bench` quote: a renamed or misspelt key must fail here,
+    not be found by a 40-minute bench run."""
+    from qconvert.recipe import recipe_from_text
+
+    recipe = recipe_from_text(path.read_text())
+    assert recipe.version == 1
