@@ -118,3 +118,27 @@ def test_conv_windows_are_the_full_maps_windows() -> None:
         _, target, run = windows.draw()
         assert target.shape[2:] == (16, 16)
         torch.testing.assert_close(run(layer.w.float()), target, atol=1e-5, rtol=1e-5)
+
+
+def test_weights_only_learns_what_near_float_activations_learn() -> None:
+    """Weight-only graphs have no activation Q/DQ between a conv and a conv it feeds directly (a
+    projection into the next expansion): each layer must still learn on its input as rounded
+    upstream, so weights only and 16-bit activations (almost float) learn the same integers."""
+    torch.manual_seed(0)
+    def block(cin: int, cout: int, k: int, act: bool) -> list[nn.Module]:
+        bn = nn.BatchNorm2d(cout)
+        bn.running_mean, bn.running_var = torch.rand(cout) - 0.5, torch.rand(cout) * 1.5 + 0.5
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), bn] + ([nn.ReLU6()] if act else [])
+    model = nn.Sequential(*block(3, 16, 3, True), *block(16, 8, 1, False), *block(8, 24, 1, True), *block(24, 8, 1, False),
+                          *block(8, 16, 1, False), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).eval()
+    x = torch.randn(64, 3, 8, 8)
+    cap = capture(model, (x[:2],))
+    batches = lambda: [(x[i:i + 32],) for i in range(0, len(x), 32)]
+    learned = {}
+    for name, acts in (("weights only", "quantize_only: weights\n"), ("16-bit activations", "activations: {bits: 16, mode: sym}\n")):
+        recipe = recipe_from_text(RECIPE + acts + "weight_rounding: adaround\nadaround_iterations: 60\nadaround_samples: 32\n")
+        learned[name] = _int_weights(quantize(cap, recipe, calibrate(cap, recipe, batches()), calibration_batches=batches).graph)
+    a, b = learned["weights only"], learned["16-bit activations"]
+    assert a.keys() == b.keys() and len(a) == 6
+    for k in a:
+        assert float((a[k] != b[k]).double().mean()) < 0.01, k

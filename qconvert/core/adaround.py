@@ -251,27 +251,30 @@ def learn_rounding(float_graph: GraphModule, qgm: GraphModule, batches: Batches,
         return torch.cat(list(value))
 
     def hook(node: Node, value: Chunks) -> Chunks:
-        if node.name in feeds:
-            stash[node.name] = torch.cat(list(value))
         if node in layers:
-            x = stash[arg_node(node, 0).name]
-            qw = _qweight(qgm, node)
-            assert qw is not None
-            layer = _Layer(qgm, node, float_weights[node.name], qw)
-            ref = layer.act(float_output(node.name) if floats is not None else layer.run(x, layer.w.float()))
-            with torch.enable_grad():
-                learned = _optimise(layer, _Windows(layer, x, ref, batch, crop, generator), iterations, reg)
-            nearest = layer.nearest()
-            sub = slice(0, 4 * batch)
-            before, after = _error(layer, x[sub], ref[sub], nearest), _error(layer, x[sub], ref[sub], learned)
-            current = attr_of(qgm, qw.attr)
-            owner, _, leaf = qw.attr.rpartition(".")
-            setattr(qgm.get_submodule(owner) if owner else qgm, leaf, learned.to(current.dtype))
-            done.append(RoundedLayer(node.name, learned.numel(), float((learned != nearest).double().mean()), before, after))
-            if all(other in [d.layer for d in done] or other is node for other in feeds[arg_node(node, 0).name]):
-                stash.pop(arg_node(node, 0).name, None)
-            return Chunks(layer.run(t, layer.dequantize(learned)) for t in _chunks_of(x, value))
+            value = round_layer(node, value)
+        if node.name in feeds:  # after rounding: a layer may feed the next one directly (no activation Q/DQ between)
+            stash[node.name] = torch.cat(list(value))
         return value
+
+    def round_layer(node: Node, value: Chunks) -> Chunks:
+        x = stash[arg_node(node, 0).name]
+        qw = _qweight(qgm, node)
+        assert qw is not None
+        layer = _Layer(qgm, node, float_weights[node.name], qw)
+        ref = layer.act(float_output(node.name) if floats is not None else layer.run(x, layer.w.float()))
+        with torch.enable_grad():
+            learned = _optimise(layer, _Windows(layer, x, ref, batch, crop, generator), iterations, reg)
+        nearest = layer.nearest()
+        sub = slice(0, 4 * batch)
+        before, after = _error(layer, x[sub], ref[sub], nearest), _error(layer, x[sub], ref[sub], learned)
+        current = attr_of(qgm, qw.attr)
+        owner, _, leaf = qw.attr.rpartition(".")
+        setattr(qgm.get_submodule(owner) if owner else qgm, leaf, learned.to(current.dtype))
+        done.append(RoundedLayer(node.name, learned.numel(), float((learned != nearest).double().mean()), before, after))
+        if all(other in [d.layer for d in done] or other is node for other in feeds[arg_node(node, 0).name]):
+            stash.pop(arg_node(node, 0).name, None)
+        return Chunks(layer.run(t, layer.dequantize(learned)) for t in _chunks_of(x, value))
 
     names = {n.name for n in layers} | set(feeds)
     with torch.no_grad():
