@@ -45,6 +45,9 @@ QCONVERT_RECIPES: dict[str, dict | Path] = {
     "qconvert 16-bit activations (zoo/recipe_a16.yaml)": WIDE,
     "qconvert best all-int8 (zoo/recipe_best.yaml)": BEST,
 }
+#: Which qconvert rows run, by a word of their label (e.g. "default,16-bit"); all by default. The peers always run.
+_ROWS = [w for w in os.environ.get("QCONVERT_BENCH_REAL_ROWS", "").split(",") if w]
+QCONVERT_RECIPES = {k: v for k, v in QCONVERT_RECIPES.items() if not _ROWS or any(w in k for w in _ROWS)}
 
 
 @dataclass(frozen=True)

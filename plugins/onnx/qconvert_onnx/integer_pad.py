@@ -25,6 +25,9 @@ from qconvert_onnx.intermediates import constant_values, per_tensor_grid
 
 __all__ = ["pad_on_integers"]
 
+#: Integer types onnxruntime's CPU Pad kernel takes (it has none for int16/uint16: a 16-bit grid keeps the float pad).
+_PADDABLE = frozenset({np.dtype(np.uint8), np.dtype(np.int8)})
+
 
 def _mode(node: onnx.NodeProto) -> str:
     return next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
@@ -64,6 +67,8 @@ def pad_on_integers(model: onnx.ModelProto) -> int:
         if grid is None or grid != per_tensor_grid(q, values):
             continue
         scale, zero, dtype = grid
+        if dtype not in _PADDABLE:
+            continue
         inputs = [dq.input[0], pad.input[1] if len(pad.input) > 1 else ""]
         if _mode(pad) == "constant":
             given = values.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None

@@ -137,3 +137,23 @@ def test_a_constant_off_the_grid_keeps_the_float_pad() -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_sixteen_bit_pads_stay_float_and_the_model_runs(tmp_path: Path) -> None:
+    """onnxruntime has no int16 Pad kernel: a 16-bit build keeps DequantizeLinear -> Pad -> QuantizeLinear and loads."""
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 3, 16, 16), dtype=np.float32))
+    (tmp_path / "recipe.yaml").write_text("version: 1\nactivations: {bits: 16, mode: sym}\ncalibration: {num_samples: 32}\n")
+    registry = TargetRegistry(autoload=False)
+    registry.register(OnnxTarget())
+    req = BuildRequest(model=f"{__name__}:same_pad_net", recipe=tmp_path / "recipe.yaml", calib_data=tmp_path / "calib.npz",
+                       out=tmp_path / "out", targets=("onnx",), eval_data=tmp_path / "calib.npz", latency=False)
+    result = build(req, registry)
+    assert not result.gate_failures, result.gate_failures
+    model = onnx.load(tmp_path / "out" / "onnx" / "model.onnx")
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    pads = [n for n in model.graph.node if n.op_type == "Pad"]
+    assert len(pads) == 2 and all(producer[p.input[0]] == "DequantizeLinear" for p in pads)
+    (out,) = ort.InferenceSession(str(tmp_path / "out" / "onnx" / "model.onnx"),
+                                  providers=["CPUExecutionProvider"]).run(None, {"x": np.load(tmp_path / "calib.npz")["x"]})
+    assert out.shape == (32, 5) and np.isfinite(out).all()
