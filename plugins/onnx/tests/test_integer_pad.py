@@ -43,19 +43,24 @@ def same_pad_net() -> nn.Module:
         return SamePadNet().eval()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("samepad")
-    rng = np.random.default_rng(0)
-    np.savez(d / "calib.npz", x=rng.standard_normal((64, 3, 16, 16), dtype=np.float32))
-    np.savez(d / "eval.npz", x=rng.standard_normal((64, 3, 16, 16), dtype=np.float32))
-    (d / "recipe.yaml").write_text("version: 1\nactivations: {mode: asym_u}\ncalibration: {num_samples: 64}\n")
+def _build_same_pad(d: Path, activations: str, samples: int, seed: int) -> None:
+    """The onnx build of SamePadNet into ``d / "out"``, calibrated on ``d / "calib.npz"`` and verified on ``d / "eval.npz"``."""
+    rng = np.random.default_rng(seed)
+    for split in ("calib", "eval"):
+        np.savez(d / f"{split}.npz", x=rng.standard_normal((samples, 3, 16, 16), dtype=np.float32))
+    (d / "recipe.yaml").write_text(f"version: 1\nactivations: {activations}\ncalibration: {{num_samples: {samples}}}\n")
     registry = TargetRegistry(autoload=False)
     registry.register(OnnxTarget())
     req = BuildRequest(model=f"{__name__}:same_pad_net", recipe=d / "recipe.yaml", calib_data=d / "calib.npz",
                        out=d / "out", targets=("onnx",), eval_data=d / "eval.npz", latency=False)
     result = build(req, registry)
     assert not result.gate_failures, result.gate_failures
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("samepad")
+    _build_same_pad(d, "{mode: asym_u}", 64, 0)
     return d
 
 
@@ -135,21 +140,9 @@ def test_a_constant_off_the_grid_keeps_the_float_pad() -> None:
             assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "Pad"]
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_sixteen_bit_pads_stay_float_and_the_model_runs(tmp_path: Path) -> None:
     """onnxruntime has no int16 Pad kernel: a 16-bit build keeps DequantizeLinear -> Pad -> QuantizeLinear and loads."""
-    rng = np.random.default_rng(1)
-    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 3, 16, 16), dtype=np.float32))
-    (tmp_path / "recipe.yaml").write_text("version: 1\nactivations: {bits: 16, mode: sym}\ncalibration: {num_samples: 32}\n")
-    registry = TargetRegistry(autoload=False)
-    registry.register(OnnxTarget())
-    req = BuildRequest(model=f"{__name__}:same_pad_net", recipe=tmp_path / "recipe.yaml", calib_data=tmp_path / "calib.npz",
-                       out=tmp_path / "out", targets=("onnx",), eval_data=tmp_path / "calib.npz", latency=False)
-    result = build(req, registry)
-    assert not result.gate_failures, result.gate_failures
+    _build_same_pad(tmp_path, "{bits: 16, mode: sym}", 32, 1)
     model = onnx.load(tmp_path / "out" / "onnx" / "model.onnx")
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
     pads = [n for n in model.graph.node if n.op_type == "Pad"]
@@ -157,3 +150,8 @@ def test_sixteen_bit_pads_stay_float_and_the_model_runs(tmp_path: Path) -> None:
     (out,) = ort.InferenceSession(str(tmp_path / "out" / "onnx" / "model.onnx"),
                                   providers=["CPUExecutionProvider"]).run(None, {"x": np.load(tmp_path / "calib.npz")["x"]})
     assert out.shape == (32, 5) and np.isfinite(out).all()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
+
