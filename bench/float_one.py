@@ -91,42 +91,19 @@ def groups(quantizers: Sequence[ActivationQuantizer]) -> dict[str, list[str]]:
 
 
 def main(name: str, recipe: Path, views: int) -> None:
-    from qconvert.core.capture import capture
-    from qconvert.core.quantize import calibrate, quantize
-    from qconvert.recipe import recipe_from_text
-    from qconvert.verify.metrics import CompareAccumulator
-    from zoo import data, models
-    from zoo.registry import entry
+    from bench.recipe_sim import compare, quantized
 
     torch.set_num_threads(1)
-    spec = entry(name).data
-    model = getattr(models, name)().eval()
-    calib = torch.from_numpy(data.arrays(spec, "calib")["x"])
-    xs = list(torch.from_numpy(data.arrays(spec, "eval", views)["x"]).split(64))
-    with torch.no_grad():
-        refs = [model(x).numpy() for x in xs]
-    r = recipe_from_text(recipe.read_text())
-    size = r.calibration.batch_size
-
-    def batches() -> list[tuple[torch.Tensor]]:
-        return [(calib[i:i + size],) for i in range(0, len(calib), size)]
-
-    captured = capture(model, (calib[:2],))
-    qm = quantize(captured, r, calibrate(captured, r, batches()), calibration_batches=batches)
+    q = quantized(recipe, views, name)
 
     def score(gm: GraphModule) -> str:
-        acc = CompareAccumulator()
-        with torch.no_grad():
-            for x, ref in zip(xs, refs):
-                out = gm(x)
-                acc.update(ref, (out[0] if isinstance(out, (tuple, list)) else out).numpy())
-        res = acc.result()
+        res = compare(gm, q)
         return f"{100 * float(res.top1_agreement or 0):.1f} % | {res.sqnr_db:.2f} dB"
 
     print(f"{name}, {recipe.name}, {views} evaluation views, torch simulation vs float")
-    print(f"| kept float | tensors | agreement | SQNR |\n|---|---|---|---|\n| nothing | 0 | {score(qm.graph)} |", flush=True)
-    for label, tensors in groups(activation_quantizers(qm.graph)).items():
-        print(f"| {label} | {len(tensors)} | {score(with_float(qm.graph, tensors))} |", flush=True)
+    print(f"| kept float | tensors | agreement | SQNR |\n|---|---|---|---|\n| nothing | 0 | {score(q.graph)} |", flush=True)
+    for label, tensors in groups(activation_quantizers(q.graph)).items():
+        print(f"| {label} | {len(tensors)} | {score(with_float(q.graph, tensors))} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,29 +12,49 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from torch.fx import GraphModule
 
-__all__ = ["score"]
+if TYPE_CHECKING:
+    from qconvert.verify.metrics import Comparison
+
+__all__ = ["Quantized", "compare", "quantized", "score"]
 
 #: The first views scored on their own too: they are easier than the rest (README, "all 512 views").
 FIRST = 128
 
 
-def score(recipe_path: Path, views: int, name: str) -> list[str]:
-    """One line per view set: agreement, SQNR and the seconds quantize took."""
+@dataclass(frozen=True)
+class Quantized:
+    """A zoo network quantized with a recipe, and the evaluation views with the float model's logits on them."""
+
+    name: str
+    graph: GraphModule
+    views: list[torch.Tensor]
+    float_logits: list[np.ndarray]
+    quantize_s: float
+
+
+def quantized(recipe_path: Path, views: int, name: str) -> Quantized:
+    """``name`` quantized with ``recipe_path`` from the zoo's calibration views, and ``views`` evaluation views
+    in batches of 64 with the float logits on them."""
     from qconvert.core.capture import capture
     from qconvert.core.quantize import calibrate, quantize
     from qconvert.recipe import recipe_from_text
-    from qconvert.verify.metrics import CompareAccumulator
     from zoo import data, models
     from zoo.registry import entry
 
     spec = entry(name).data
     model = getattr(models, name)().eval()
     calib = torch.from_numpy(data.arrays(spec, "calib")["x"])
-    xs = torch.from_numpy(data.arrays(spec, "eval", views)["x"])
+    xs = list(torch.from_numpy(data.arrays(spec, "eval", views)["x"]).split(64))
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in xs]
     recipe = recipe_from_text(recipe_path.read_text())
     size = recipe.calibration.batch_size
 
@@ -44,21 +64,31 @@ def score(recipe_path: Path, views: int, name: str) -> list[str]:
     start = time.perf_counter()
     captured = capture(model, (calib[:2],))
     qm = quantize(captured, recipe, calibrate(captured, recipe, batches()), calibration_batches=batches)
-    seconds = time.perf_counter() - start
-    first, every = CompareAccumulator(), CompareAccumulator()
+    return Quantized(name, qm.graph, xs, refs, time.perf_counter() - start)
+
+
+def compare(gm: GraphModule, q: Quantized, first: int | None = None) -> Comparison:
+    """``gm`` (``q.graph`` or a variant of it) against float on the evaluation views, or on the first ``first`` of them."""
+    from qconvert.verify.metrics import CompareAccumulator
+
+    acc, seen = CompareAccumulator(), 0
     with torch.no_grad():
-        for i in range(0, len(xs), 64):
-            x = xs[i:i + 64]
-            ref, out = model(x), qm.graph(x)
-            pair = (ref.numpy(), (out[0] if isinstance(out, (tuple, list)) else out).numpy())
-            every.update(*pair)
-            if i + len(x) <= FIRST:
-                first.update(*pair)
+        for x, ref in zip(q.views, q.float_logits):
+            if first is not None and seen + len(x) > first:
+                break
+            out = gm(x)
+            acc.update(ref, (out[0] if isinstance(out, (tuple, list)) else out).numpy())
+            seen += len(x)
+    return acc.result()
+
+
+def score(recipe_path: Path, views: int, name: str) -> list[str]:
+    """One line per view set: agreement, SQNR and the seconds quantize took."""
+    q = quantized(recipe_path, views, name)
     lines = []
-    for label, acc in ((f"first {FIRST}", first), (f"all {views}", every)):
-        res = acc.result()
+    for label, res in ((f"first {FIRST}", compare(q.graph, q, FIRST)), (f"all {views}", compare(q.graph, q))):
         lines.append(f"{name}, {recipe_path.name}, {label} views: {100 * float(res.top1_agreement or 0):.1f} % | "
-                     f"{res.sqnr_db:.2f} dB (quantize {seconds:.0f} s)")
+                     f"{res.sqnr_db:.2f} dB (quantize {q.quantize_s:.0f} s)")
     return lines
 
 
